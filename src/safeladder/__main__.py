@@ -1,0 +1,5 @@
+"""`python -m safeladder` runs the CLI."""
+
+from safeladder.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Inference: batched generation (and, later, step search and human intervention)."""

@@ -1,0 +1,1 @@
+"""Trainers: CoT-SFT (stage 1). Checkpointing is shared by every trainer."""

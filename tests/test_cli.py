@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from safeladder.cli import app
+from safeladder.format import make_completion
+
+runner = CliRunner()
+
+
+def test_bad_config_exits_2_with_file_line_key(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model: {name: tiny}\nbatch_size: 2\nlearning_rat: 0.1\n")
+    proc = subprocess.run([sys.executable, "-m", "safeladder", "sft", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"{cfg}:3: learning_rat: unknown key" in proc.stderr.replace("\n", "")
+    assert "Traceback" not in proc.stderr
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_data_curate_keeps_verified_traces_and_writes_a_report(tmp_path):
+    good = make_completion("Wait, let me check: 2 + 3 = 5. Check: 5 - 3 = 2.", "The answer is 5.")
+    rows = [
+        {"id": "a", "prompt": "What is 2 + 3?", "label": "math", "reference": "5", "response": good},
+        {"id": "b", "prompt": "What is 2 + 3?", "label": "math", "reference": "6", "response": good},  # wrong
+        {"id": "c", "prompt": "Hi", "label": "normal", "response": "no tags at all"},  # format
+        {"id": "d", "prompt": "What is 2 + 3?", "label": "math", "reference": "5", "response": good},  # duplicate
+    ]
+    src, out = tmp_path / "traces.jsonl", tmp_path / "kept.jsonl"
+    _write(src, rows)
+    result = runner.invoke(app, ["data", "curate", str(src), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [k["id"] for k in kept] == ["a"]
+    assert set(kept[0]["metadata"]["behaviours"]) >= {"verification", "backtracking"}
+    report = (tmp_path / "kept.report.md").read_text()
+    assert "wrong_answer" in report and "duplicate" in report and "format" in report
+
+
+def test_data_stats_counts_labels(tmp_path):
+    src = tmp_path / "s.jsonl"
+    _write(src, [{"prompt": "p1", "label": "math"}, {"prompt": "p2", "label": "math"}, {"prompt": "p3", "label": "safety"}])
+    result = runner.invoke(app, ["data", "stats", str(src)])
+    assert result.exit_code == 0, result.output
+    assert "label math" in result.output and "label safety" in result.output
+    line = next(l for l in result.output.splitlines() if "label math" in l)
+    assert line.rstrip(" │").endswith("2")
+
+
+def test_generate_prints_answer_panel():
+    result = runner.invoke(app, ["generate", "What is 2 + 2?", "--model", "tiny", "--max-new-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert "answer" in result.output and "tokens" in result.output
