@@ -75,7 +75,7 @@ def run_demo(output: Path = Path("runs/demo"), quick: bool = False) -> dict:
     cfg = load_config(preset_path("demo_sft"), SFTConfig, overrides)
     n = (20, 12, 20) if quick else (60, 40, 60)
     sets = dev_sets(*n)
-    settings = GenerationSettings(max_new_tokens=64 if quick else 160, batch_size=20)
+    settings = GenerationSettings(max_new_tokens=64 if quick else 160, batch_size=64)
 
     console.rule("[bold]SafeLadder demo · stage 1: CoT-SFT on SmolLM2-135M")
     console.print("loading the embedded model (first run converts the packaged GGUF to safetensors)…")

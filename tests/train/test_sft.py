@@ -85,3 +85,23 @@ def test_lora_training_changes_only_adapters_and_checkpoints_them(tmp_path):
     trained = {k: v for k, v in model.named_parameters() if "lora_" in k}
     restored = dict(fresh.model.named_parameters())
     assert trained and all(torch.equal(v, restored[k]) for k, v in trained.items())
+
+
+def test_user_trace_files_are_curated_before_training(tmp_path):
+    import json
+
+    from safeladder.format import make_completion
+    from safeladder.train.sft import build_dataset
+
+    good = make_completion("3 + 4 = 7. Check: 7 - 4 = 3.", "The answer is 7.")
+    rows = [
+        {"id": "ok", "prompt": "What is 3 + 4?", "label": "math", "reference": "7", "response": good},
+        {"id": "wrong", "prompt": "What is 3 + 5?", "label": "math", "reference": "8", "response": good},
+        {"id": "untagged", "prompt": "Hello?", "label": "normal", "response": "Hi there."},
+    ]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _cfg(tmp_path, data={"builtin": {}, "files": [{"path": str(path)}]})
+    assert [s.id for s in build_dataset(cfg)] == ["ok"]
+    raw = _cfg(tmp_path, data={"builtin": {}, "files": [{"path": str(path), "curate": False}]})
+    assert [s.id for s in build_dataset(raw)] == ["ok", "wrong", "untagged"]

@@ -18,7 +18,7 @@ class GenerationSettings:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    batch_size: int = 16
+    batch_size: int = 32
     precision: Precision = "auto"  # bf16 autocast only where the hardware supports it natively
     seed: int = 0
 
@@ -57,10 +57,12 @@ def generate(
     old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
+    # Batch prompts of similar length together (less padding), then restore the caller's order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Generation] = []
     try:
         for start in range(0, len(prompts), settings.batch_size):
-            batch = prompts[start : start + settings.batch_size]
+            batch = [prompts[i] for i in order[start : start + settings.batch_size]]
             enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             sampling = settings.temperature > 0
             with torch.no_grad(), autocast(model, settings.precision):
@@ -80,4 +82,7 @@ def generate(
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)
-    return out
+    restored: list[Generation] = [out[0]] * len(out)
+    for pos, i in enumerate(order):
+        restored[i] = out[pos]
+    return restored
