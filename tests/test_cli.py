@@ -59,3 +59,29 @@ def test_generate_prints_answer_panel():
     result = runner.invoke(app, ["generate", "What is 2 + 2?", "--model", "tiny", "--max-new-tokens", "8"])
     assert result.exit_code == 0, result.output
     assert "answer" in result.output and "tokens" in result.output
+
+
+def test_verifier_score_writes_score_verdict_and_details(tmp_path):
+    src, out = tmp_path / "items.jsonl", tmp_path / "scored.jsonl"
+    _write(src, [
+        {"prompt": "What is 40 + 2?", "response": "<think>40 + 2 = 42</think>The answer is 42.", "reference": "42"},
+        {"prompt": "What is 40 + 2?", "response": "<think>hmm</think>The answer is 41.", "reference": "42"},
+        {"prompt": "Hi", "response": "Hello"},  # no reference: not applicable, no invented score
+    ])
+    result = runner.invoke(app, ["verifier", "score", "--verifier", "math", "--input", str(src), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["score"], r["verdict"], r["status"]) for r in rows] == [
+        (1.0, "correct", "ok"), (0.0, "incorrect", "ok"), (None, None, "not_applicable")]
+    assert rows[0]["details"]["extracted"] == "42"
+
+
+def test_verifier_score_rejects_a_bad_row_with_file_line_field(tmp_path):
+    from safeladder.errors import DataError
+
+    src = tmp_path / "items.jsonl"
+    _write(src, [{"prompt": "a", "response": "b"}, {"prompt": "c"}])
+    result = runner.invoke(app, ["verifier", "score", "--verifier", "math", "-i", str(src), "-o", str(tmp_path / "o.jsonl")])
+    assert isinstance(result.exception, DataError)
+    assert str(result.exception) == f"{src}:2: response: missing"
+    assert not (tmp_path / "o.jsonl").exists()  # nothing half-written

@@ -15,6 +15,8 @@ from safeladder.errors import SafeLadderError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SafeLadder: safety and capability, climbed together.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and curate data.")
 app.add_typer(data_app, name="data")
+verifier_app = typer.Typer(no_args_is_help=True, help="Train, run and serve verifiers.")
+app.add_typer(verifier_app, name="verifier")
 console = Console()
 
 
@@ -115,6 +117,76 @@ def data_stats(
     console.print(table)
 
 
+@verifier_app.command("train")
+def verifier_train(
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the heads (default: the cache)."),
+    head: Optional[list[str]] = typer.Option(None, "--head", help="Train only these heads (repeatable)."),
+    seed: int = 0,
+) -> None:
+    """Train the embedding heads of the CPU verifiers and report held-out metrics."""
+    import json
+
+    from rich.table import Table
+
+    from safeladder.verifiers.heads import heads_dir, train_heads
+
+    report = train_heads(out, head, seed=seed)
+    table = Table(title="verifier heads · held-out metrics")
+    for col in ("head", "n", "accuracy", "precision", "recall", "F1"):
+        table.add_column(col, justify="left" if col == "head" else "right")
+    for name, m in report.items():
+        table.add_row(name, str(m.get("n")), *(f"{m.get(k, float('nan')):.3f}" for k in ("accuracy", "precision", "recall", "f1")))
+    console.print(table)
+    target = (out or heads_dir()) / "report.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2, default=str))
+    console.print(f"heads and report saved in {target.parent}")
+
+
+@verifier_app.command("score")
+def verifier_score(
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL of items: prompt, response, [label, reference, metadata]."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL to write: each item + score, verdict, details."),
+    verifier: Optional[str] = typer.Option(None, "--verifier", help="A registered verifier name."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="A recipes YAML (label-routed reward)."),
+) -> None:
+    """Score a file of items with one verifier or with a reward recipe."""
+    from safeladder.verifiers.scoring import score_with_recipe, score_with_verifier
+
+    if (verifier is None) == (recipe is None):
+        raise SafeLadderError("give exactly one of --verifier NAME or --recipe FILE")
+    if not input.is_file():
+        raise SafeLadderError(f"{input}: input file not found")
+    n = score_with_verifier(verifier, input, output) if verifier else score_with_recipe(recipe, input, output)
+    console.print(f"[green]{n} items scored[/] → {output}")
+
+
+@verifier_app.command("serve")
+def verifier_serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Service settings YAML."),
+    verifier: Optional[list[str]] = typer.Option(None, "--verifier", help="Verifier to serve (repeatable)."),
+    host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, min=0, max=65535),
+) -> None:
+    """Serve verifiers over HTTP (batch scoring, health, metrics; bearer token from the environment)."""
+    from safeladder.config import load_config
+    from safeladder.verifiers.service import ServiceSettings, serve
+
+    overrides = {k: v for k, v in (("host", host), ("port", port), ("verifiers", verifier)) if v}
+    if config is not None:
+        settings = load_config(config, ServiceSettings, overrides)
+    else:
+        from pydantic import ValidationError
+
+        from safeladder.config import format_validation_error
+
+        try:
+            settings = ServiceSettings(**overrides)
+        except ValidationError as err:
+            raise SafeLadderError(format_validation_error(err, "command line")) from None
+    serve(settings)
+
+
 @app.command()
 def demo(
     output: Path = typer.Option(Path("runs/demo"), "--output", "-o"),
@@ -128,6 +200,18 @@ def demo(
 
 def main() -> None:
     """Console entry point: user errors print one clear message and exit 2, without a traceback."""
+    import os
+
+    # Our own rich progress bars report long work; silence transformers' per-shard tqdm bars.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
     try:
         app()
     except SafeLadderError as exc:

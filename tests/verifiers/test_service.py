@@ -383,17 +383,30 @@ FUZZ_LIMITS = dict(max_body_bytes=4096, max_items=3, max_chars=64, max_wait_ms=0
 
 json_leaf = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
              | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20))
-json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                          max_leaves=8)
+containers = lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3)  # noqa: E731
+json_value = st.recursive(json_leaf, containers, max_leaves=8)
+finite_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                           | st.text(max_size=20), containers, max_leaves=8)
 text_or_junk = st.text(max_size=12) | st.text(min_size=60, max_size=70) | json_leaf  # 64 chars is the limit
 item_like = st.fixed_dictionaries({}, optional={
     "prompt": text_or_junk, "response": text_or_junk, "reference": text_or_junk, "label": text_or_junk,
     "metadata": json_value, "junk": json_leaf}) | json_leaf
-body_like = st.fixed_dictionaries(
-    {"verifier": st.sampled_from(["len", "nope"]) | json_leaf},
-    optional={"items": st.lists(item_like, max_size=4) | json_value, "extra": json_leaf},
-)
-FUZZ = settings(max_examples=600, deadline=None, derandomize=True,
+special = st.sampled_from(["BOOM!", "<think>t</think>", "<think>t</think> answer", ""])  # error / n.a. verdicts
+valid_item = st.fixed_dictionaries({"prompt": st.text(max_size=70), "response": st.text(max_size=70) | special}, optional={
+    "reference": st.none() | st.text(max_size=12), "label": st.none() | st.text(max_size=12), "metadata": st.dictionaries(st.text(max_size=8), finite_json, max_size=3)})
+
+
+def weighted(*pairs):
+    """Pick a strategy with the given integer weights (hypothesis' `|` picks evenly)."""
+    return st.sampled_from([s for w, s in pairs for _ in range(w)]).flatmap(lambda s: s)
+
+
+near_valid_body = st.fixed_dictionaries({"verifier": st.sampled_from(["len", "len", "len", "nope"]),
+                                         "items": st.lists(weighted((5, valid_item), (1, item_like)), max_size=3)})
+junk_body = st.fixed_dictionaries({"verifier": st.sampled_from(["len", "nope"]) | json_leaf},
+                                  optional={"items": st.lists(item_like, max_size=4) | json_value, "extra": json_leaf})
+body_like = weighted((3, near_valid_body), (2, junk_body), (1, json_value))
+FUZZ = settings(max_examples=1200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -410,7 +423,7 @@ def test_fuzz_json_bodies_never_get_5xx():
     with TestClient(make_app(**FUZZ_LIMITS), raise_server_exceptions=False) as client:
 
         @FUZZ
-        @given(body=body_like | json_value)
+        @given(body=body_like)
         def check(body):
             resp = client.post("/v1/verify", content=_dumps(body), headers={"content-type": "application/json"})
             assert resp.status_code < 500, resp.text
@@ -426,15 +439,17 @@ def test_fuzz_json_bodies_never_get_5xx():
 
 
 def test_fuzz_raw_bytes_content_types_and_paths_never_get_5xx():
-    ctypes = st.sampled_from(["application/json", "text/plain", "", "application/x-www-form-urlencoded",
-                              "multipart/form-data; boundary=x", "application/json; charset=utf-16"])
     ascii_text = st.text(alphabet=string.ascii_letters + string.digits + "/-_.;=% ", max_size=30)
-    paths = st.sampled_from(["/v1/verify", "/health", "/metrics", "/v1/reward", "/"]) | ascii_text.map(lambda s: "/" + s)
-    methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+    ctypes = weighted((4, st.just("application/json")), (1, ascii_text), (1, st.sampled_from([
+        "text/plain", "", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+        "application/json; charset=utf-16"])))
+    paths = weighted((4, st.just("/v1/verify")), (1, st.sampled_from(["/health", "/metrics", "/v1/reward", "/"])),
+                     (1, ascii_text.map(lambda s: "/" + s)))
+    methods = weighted((4, st.just("POST")), (1, st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])))
     queries = st.dictionaries(st.sampled_from(["format", "x", "verifier"]), ascii_text, max_size=2)
     with TestClient(make_app(**FUZZ_LIMITS), raise_server_exceptions=False) as client:
 
-        @FUZZ
+        @settings(FUZZ, max_examples=900)
         @given(method=methods, path=paths, query=queries, ctype=ctypes | ascii_text,
                body=st.binary(max_size=300) | body_like.map(_dumps) | st.binary(min_size=4000, max_size=5000))
         def check(method, path, query, ctype, body):
@@ -454,12 +469,14 @@ def test_fuzz_raw_asgi_headers_never_get_5xx(monkeypatch):
     headers_st = st.lists(st.tuples(header_names, st.binary(max_size=40)), max_size=5)
     body = b'{"verifier": "len", "items": [{"prompt": "a", "response": "b"}]}'
 
-    async def call(method: str, headers, chunks) -> int:
+    async def call(method: str, headers, chunks, disconnect_after: int | None = None) -> int:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
                  "scheme": "http", "path": "/v1/verify", "raw_path": b"/v1/verify", "query_string": b"",
                  "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("svc", 80)}
         messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
         messages = messages or [{"type": "http.request", "body": b"", "more_body": False}]
+        if disconnect_after is not None:  # the client goes away half-way through the body
+            messages = [{**m, "more_body": True} for m in messages[:disconnect_after]]
         sent = []
 
         async def receive():
@@ -473,7 +490,7 @@ def test_fuzz_raw_asgi_headers_never_get_5xx(monkeypatch):
 
     with asyncio.Runner() as runner:
 
-        @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+        @settings(max_examples=500, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
         @given(method=st.sampled_from(["POST", "GET"]), headers=headers_st, split=st.integers(1, 4),
                auth=st.booleans())
         def check(method, headers, split, auth):
@@ -487,4 +504,68 @@ def test_fuzz_raw_asgi_headers_never_get_5xx(monkeypatch):
         check()
         ok = runner.run(call("POST", [(b"authorization", b"Bearer tok")], [body[:10], body[10:]]))
         assert ok == 200
+        gone = runner.run(call("POST", [(b"authorization", b"Bearer tok")], [body[:10], body[10:]], disconnect_after=1))
+        assert gone == 400
     assert app.state.metrics.internal_errors == 0
+
+
+# --------------------------------------------------------------------------- reward recipes
+
+
+class FakeRecipe:
+    """Stands in for a RewardComputer: reward = number of characters of the answer."""
+
+    def __init__(self) -> None:
+        self.seen_groups: list = []
+
+    def compute(self, items, group_ids=None):
+        from safeladder.errors import SafeLadderError
+
+        self.seen_groups.append(group_ids)
+        if any(it.label == "nope" for it in items):
+            raise SafeLadderError("label 'nope' has no recipe")
+        return {"rewards": [float(len(it.response)) for it in items], "components": {"len": [1.0] * len(items)}}
+
+
+def test_reward_endpoint_serves_a_recipe_object():
+    recipe = FakeRecipe()
+    app = create_app(ServiceSettings(), {"len": LengthVerifier()}, recipe=recipe)
+    with TestClient(app) as client:
+        ok = client.post("/v1/reward", json={"items": [item_json(i) for i in ITEMS[:2]], "group_ids": [0, 0]})
+        plain = client.post("/v1/reward", json={"items": [item_json(ITEMS[1])]})
+        bad_groups = client.post("/v1/reward", json={"items": [item_json(ITEMS[1])], "group_ids": [0, 1]})
+        bad_label = client.post("/v1/reward", json={"items": [item_json(VerifyItem("p", "r", label="nope"))]})
+        health = client.get("/health").json()
+    assert ok.status_code == 200
+    assert ok.json()["rewards"] == [float(len(ITEMS[0].response)), 5.0] and ok.json()["components"] == {"len": [1.0, 1.0]}
+    assert plain.json()["rewards"] == [5.0] and recipe.seen_groups == [[0, 0], None, None]  # + the bad label
+    assert bad_groups.status_code == 422 and bad_groups.json()["detail"] == "group_ids: 2 ids for 1 items"
+    assert bad_label.status_code == 422 and bad_label.json()["detail"] == "label 'nope' has no recipe"
+    assert health["recipe"] is True
+    with TestClient(make_app()) as client:
+        assert client.post("/v1/reward", json={"items": []}).status_code == 404  # no recipe configured
+
+
+def test_reward_endpoint_matches_an_in_process_reward_computer(registered):
+    recipes = pytest.importorskip("safeladder.verifiers.recipes")
+    name, _ = registered
+    config = {"format_reward": 0, "recipes": {"benign": [{"verifier": name, "weight": 2.0}]}}
+    items = [VerifyItem("p", "<think>t</think> hello there", label="benign"), VerifyItem("p", "ok", label="benign")]
+    expected = recipes.RewardComputer(recipes.RecipeConfig.model_validate(config)).compute(items)
+    with TestClient(create_app(ServiceSettings(verifiers=[name], recipe=config))) as client:
+        resp = client.post("/v1/reward", json={"items": [item_json(i) for i in items]})
+        unknown = client.post("/v1/reward", json={"items": [item_json(VerifyItem("p", "r", label="other"))]})
+    assert resp.status_code == 200
+    assert resp.json()["rewards"] == expected.rewards == [2 * (len("hello there") % 11 / 10), 2 * 0.2]
+    assert resp.json()["components"] == {name: expected.components[name]}
+    assert resp.json()["verdicts"][name][0]["details"]["chars"] == len("hello there")
+    assert unknown.status_code == 422 and "has no recipe" in unknown.json()["detail"]
+    with pytest.raises(ConfigError, match="recipe: "):
+        create_app(ServiceSettings(verifiers=[name], recipe={"recipes": 3}))
+
+
+def test_an_app_can_be_served_again_after_shutdown():
+    app = make_app()
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert to_verdicts(post(client, ITEMS).json()) == LengthVerifier()(ITEMS)

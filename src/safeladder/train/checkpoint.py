@@ -65,7 +65,7 @@ def clean_partial(run_dir: Path) -> None:
 
 def save_checkpoint(
     run_dir: Path, step: int, model: Any, state: dict[str, Any],
-    optimizer: Any = None, scheduler: Any = None, keep_last: int = 2,
+    optimizer: Any = None, scheduler: Any = None, keep_last: int = 2, tokenizer: Any = None,
 ) -> Path:
     """Write checkpoint `step` atomically and prune older ones beyond `keep_last`."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,8 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=run_dir))
     try:
         model.save_pretrained(tmp / "model", safe_serialization=True)
+        if tokenizer is not None:  # so `model/` is a complete HF directory, loadable on its own
+            tokenizer.save_pretrained(tmp / "model")
         torch.save(
             {
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,

@@ -149,7 +149,8 @@ class SFTTrainer:
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         state = {"epoch": epoch, "cursor": offset, "total_steps": self.total_steps, "stage": "sft"}
         return ckpt.save_checkpoint(
-            self.run_dir, self.step, self.policy.model, state, self.optimizer, self.scheduler, self.cfg.keep_last
+            self.run_dir, self.step, self.policy.model, state, self.optimizer, self.scheduler, self.cfg.keep_last,
+            tokenizer=self.policy.tokenizer,
         )
 
     def train_step(self) -> dict[str, float]:

@@ -106,6 +106,7 @@ BUILTIN_VERIFIER_MODULES: list[str] = [
     "safeladder.verifiers.neural",
     "safeladder.verifiers.judges",
     "safeladder.verifiers.guards",
+    "safeladder.verifiers.client",
 ]
 
 

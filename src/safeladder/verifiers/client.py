@@ -48,6 +48,7 @@ class RemoteVerifier(Verifier):
         self.base_url, self.verifier = base_url.rstrip("/"), verifier
         self.token_env, self.max_retries, self.backoff = token_env, max_retries, backoff
         self.chunk_size = chunk_size
+        self._chunk_cache: int | None = None
         token = os.environ.get(token_env)
         headers = {"content-type": "application/json"}
         if token:
@@ -78,15 +79,16 @@ class RemoteVerifier(Verifier):
     # ------------------------------------------------------------------ internals
 
     def _chunk(self) -> int:
-        """Items per request: as given, else the server's advertised `max_items` (asked once)."""
-        if self.chunk_size is None:
+        """Items per request: `chunk_size` (default 256), capped by the server's advertised `max_items`."""
+        if self._chunk_cache is None:
             limit = None
             try:
                 limit = self._http.get("/health").json().get("limits", {}).get("max_items")
             except (httpx.HTTPError, ValueError, AttributeError):
                 pass  # the verify call itself will report an unreachable server properly
-            self.chunk_size = min(limit, DEFAULT_CHUNK) if isinstance(limit, int) and limit > 0 else DEFAULT_CHUNK
-        return self.chunk_size
+            wanted = self.chunk_size or DEFAULT_CHUNK
+            self._chunk_cache = min(limit, wanted) if isinstance(limit, int) and limit > 0 else wanted
+        return self._chunk_cache
 
     def _verify_chunk(self, items: Sequence[VerifyItem]) -> list[Verdict]:
         body = self._encode(items)

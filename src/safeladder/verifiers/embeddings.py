@@ -9,6 +9,8 @@ so cosine similarity is a plain dot product.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from safeladder.errors import SafeLadderError
 
@@ -76,34 +80,59 @@ class Embedder:
             raise TypeError("encode() takes a list of texts, not a single string")
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-            # Similar lengths in one batch waste less padding.
-            missing.sort(key=len)
+            missing.sort(key=len)  # similar lengths in one batch waste less padding
+            fresh: dict[str, torch.Tensor] = {}
             for start in range(0, len(missing), batch_size):
                 chunk = missing[start:start + batch_size]
-                for text, vec in zip(chunk, self._encode_uncached(chunk)):
-                    self._remember(text, vec.clone())
-            vectors = [self._lookup(t) for t in texts]
+                fresh.update(zip(chunk, self._encode_uncached(chunk)))
+            vectors = [fresh[t] if t in fresh else self._cache[t] for t in texts]
+            for text in dict.fromkeys(texts):  # refresh recency (and store the new ones), oldest evicted
+                self._cache[text] = fresh.get(text, self._cache.get(text))
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         if not vectors:
             return torch.empty(0, self.dim)
         return torch.stack(vectors)
-
-    def _remember(self, text: str, vec: torch.Tensor) -> None:
-        self._cache[text] = vec
-        self._cache.move_to_end(text)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-
-    def _lookup(self, text: str) -> torch.Tensor:
-        vec = self._cache.get(text)
-        if vec is None:  # evicted inside this very call (more distinct texts than the cache holds)
-            vec = self._encode_uncached([text])[0]
-            self._remember(text, vec)
-        else:
-            self._cache.move_to_end(text)
-        return vec
 
 
 @lru_cache(maxsize=1)
 def get_embedder() -> Embedder:
     """The process-wide encoder (loading it costs about a second; do it once)."""
     return Embedder()
+
+
+# --------------------------------------------------------------------------- a persistent store
+
+def _text_key(text: str, max_length: int) -> str:
+    return hashlib.sha256(f"{max_length}\0{text}".encode()).hexdigest()[:32]
+
+
+def encode_with_store(embedder: Embedder, texts: Sequence[str], store: Path, batch_size: int = 64) -> torch.Tensor:
+    """Like `embedder.encode`, but vectors are also kept in `store`.safetensors between runs.
+
+    Building the verifier heads embeds ~8k texts (minutes on two cores); the store makes a
+    rebuild after a change to the heads or a few examples cost only the new texts.
+    """
+    path = store.with_suffix(".safetensors")
+    known: dict[str, torch.Tensor] = {}
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as fh:
+            keys = json.loads((fh.metadata() or {}).get("keys", "[]"))
+            matrix = fh.get_tensor("vectors")
+        if matrix.shape == (len(keys), embedder.dim):
+            known = dict(zip(keys, matrix))
+    keys = [_text_key(t, embedder.max_length) for t in texts]
+    new = [t for t, k in dict(zip(texts, keys)).items() if k not in known]
+    if new:
+        for text, vec in zip(new, embedder.encode(new, batch_size=batch_size)):
+            known[_text_key(text, embedder.max_length)] = vec
+        path.parent.mkdir(parents=True, exist_ok=True)
+        all_keys = list(known)
+        tmp = path.with_suffix(".tmp")
+        save_file({"vectors": torch.stack([known[k] for k in all_keys]).contiguous()}, str(tmp),
+                  metadata={"keys": json.dumps(all_keys), "model": "all-MiniLM-L6-v2"})
+        tmp.replace(path)
+    if not keys:
+        return torch.empty(0, embedder.dim)
+    return torch.stack([known[k] for k in keys])

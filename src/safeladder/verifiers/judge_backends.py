@@ -89,11 +89,17 @@ class TransformersBackend:
         self, model: str, batch_size: int = 8, dtype: str = "float32", device: str = "auto",
         trust_remote_code: bool = False, seed: int = 0,
     ):
+        from pydantic import ValidationError
+
         from safeladder.models.loader import ModelSpec, load_policy
 
         if batch_size < 1:
             raise ConfigError(f"transformers backend: batch_size must be >= 1, got {batch_size}")
-        policy = load_policy(ModelSpec(name=model, dtype=dtype, trust_remote_code=trust_remote_code))
+        try:
+            spec = ModelSpec(name=model, dtype=dtype, trust_remote_code=trust_remote_code)
+        except ValidationError as exc:
+            raise ConfigError(f"transformers backend: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        policy = load_policy(spec)
         self.model, self.tokenizer = policy.model, policy.tokenizer
         self.batch_size, self.seed = batch_size, seed
         self.model.to(_pick_device(device))
@@ -255,7 +261,8 @@ class OpenAIBackend:
                     raise JudgeBackendError(f"POST {self.url} failed: {last}")
                 wait = max(wait, _retry_after(resp))
             if attempt < self.max_retries:
-                log.info("POST %s failed (%s); retry %d/%d in %.1fs", self.url, last, attempt + 1, self.max_retries, wait)
+                log.info("POST %s failed (%s); retry %d/%d in %.1fs",
+                         self.url, last, attempt + 1, self.max_retries, wait)
                 self._sleep(wait)
         raise JudgeBackendError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
 

@@ -172,6 +172,7 @@ _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
 
 def _norm(text: str) -> str:
     """Case- and punctuation-insensitive form of a label: '**Safe  with warning.**' -> 'safe with warning'."""
+    text = text.replace("\u0120", " ")  # byte-level BPE space marker in raw vocabulary pieces
     return re.sub(r"\s+", " ", _EDGE_PUNCT.sub("", text)).casefold()
 
 

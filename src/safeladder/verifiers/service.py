@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +34,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import from_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from safeladder.errors import ConfigError
+from safeladder.errors import ConfigError, SafeLadderError
 from safeladder.verifiers.base import Verdict, Verifier, VerifyItem, build_verifier
 from safeladder.verifiers.batching import MicroBatcher, call_isolating
 
@@ -58,14 +60,15 @@ class ServiceSettings(BaseModel):
     verifiers: list[str] = Field(default_factory=list, description="names built once at start-up")
     verifier_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list, description="modules imported first (custom verifiers)")
-    recipe: dict[str, Any] | None = Field(None, description="RewardComputer config served at /v1/reward")
+    recipe: dict[str, Any] | str | None = Field(
+        None, description="RewardComputer config (mapping, or path of a recipes YAML) served at /v1/reward")
     token_env: str = DEFAULT_TOKEN_ENV
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_items: int = Field(1024, ge=1, description="items per request")
     max_chars: int = Field(200_000, ge=1, description="characters per text field")
     request_timeout_s: float = Field(120.0, gt=0)
     max_batch_items: int = Field(64, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)
+    max_wait_ms: float = Field(2.0, ge=0, description="how long a lone request waits for company")
     batch_concurrency: int = Field(1, ge=1, description="batches of one verifier running at once")
     log_level: str = "warning"
 
@@ -101,6 +104,7 @@ class RewardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     items: list[ItemIn]
+    group_ids: list[int] | None = None  # items of one group (one prompt's samples) are normalised together
 
 
 # --------------------------------------------------------------------------- responses
@@ -300,11 +304,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise HTTPException(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's doing, not an internal error (nobody reads the answer)
+        raise HTTPException(400, "client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -384,19 +391,18 @@ def build_served(settings: ServiceSettings, given: Mapping[str, Verifier] | None
     return served
 
 
-def build_recipe(config: Mapping[str, Any]) -> Any:
-    """A `RewardComputer` from the recipes module, validating its config model when it has one."""
+def build_recipe(config: Mapping[str, Any] | str) -> Any:
+    """A `RewardComputer` from the recipes module: a config mapping, or the path of a recipes YAML."""
     if not HAS_RECIPES:
         raise ConfigError(f"recipe: this installation has no {RECIPES_MODULE} module")
     recipes = importlib.import_module(RECIPES_MODULE)
-    config_model = getattr(recipes, "RecipeConfig", None)
-    cfg: Any = dict(config)
-    if isinstance(config_model, type) and issubclass(config_model, BaseModel):
-        try:
-            cfg = config_model.model_validate(cfg)
-        except ValidationError as err:
-            raise ConfigError(_validation_payload(err.errors(include_input=False, include_context=False))[0]) from None
-    return recipes.RewardComputer(cfg)
+    if isinstance(config, str):
+        return recipes.RewardComputer(recipes.load_recipes(config))
+    try:
+        return recipes.RewardComputer(recipes.RecipeConfig.model_validate(dict(config)))
+    except ValidationError as err:
+        msg = _validation_payload(err.errors(include_input=False, include_context=False))[0]
+        raise ConfigError(f"recipe: {msg}") from None
 
 
 # --------------------------------------------------------------------------- the app
@@ -418,11 +424,14 @@ def create_app(
         recipe = build_recipe(settings.recipe)
     token = os.environ.get(settings.token_env) or None
     token_bytes = token.encode("utf-8") if token else None
-    executor = ThreadPoolExecutor(
-        max_workers=len(served) * settings.batch_concurrency + 2, thread_name_prefix="safeladder-verify")
+
+    def new_pool() -> ThreadPoolExecutor:  # threads start lazily, so a spare pool costs nothing
+        return ThreadPoolExecutor(len(served) * settings.batch_concurrency + 2, thread_name_prefix="safeladder-verify")
+
+    pool = {"executor": new_pool()}
     batchers: dict[str, MicroBatcher[VerifyItem, Verdict]] = {
         name: MicroBatcher(isolated_verify(v), settings.max_batch_items, settings.max_wait_ms,
-                           concurrency=settings.batch_concurrency, executor=executor)
+                           concurrency=settings.batch_concurrency, executor=pool["executor"])
         for name, v in served.items()
     }
     metrics = ServiceMetrics()
@@ -432,7 +441,10 @@ def create_app(
         yield
         for b in batchers.values():
             await b.close()
-        executor.shutdown(wait=False, cancel_futures=True)
+        old, pool["executor"] = pool["executor"], new_pool()  # the app may be served again later
+        for b in batchers.values():
+            b.executor = pool["executor"]
+        old.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="SafeLadder verifiers", version="1", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
@@ -489,13 +501,25 @@ def create_app(
 
     if recipe is not None:
 
+        recipe_lock = asyncio.Lock()  # one computation at a time: its verifiers are not shared-safe
+
+        def compute(items: list[VerifyItem], group_ids: list[int] | None) -> Any:
+            return recipe.compute(items) if group_ids is None else recipe.compute(items, group_ids)
+
+        async def locked_compute(items: list[VerifyItem], group_ids: list[int] | None) -> Any:
+            async with recipe_lock:
+                return await asyncio.get_running_loop().run_in_executor(pool["executor"], compute, items, group_ids)
+
         @app.post("/v1/reward", dependencies=[Depends(require_token)])
         async def reward(request: Request) -> Response:
             t0 = time.perf_counter()
             req: RewardRequest = await parse_request(request, RewardRequest, settings)
-            loop = asyncio.get_running_loop()
-            call = loop.run_in_executor(executor, recipe.compute, to_verify_items(req.items))
-            result = await with_timeout(call, "the reward recipe")
+            if req.group_ids is not None and len(req.group_ids) != len(req.items):
+                raise HTTPException(422, f"group_ids: {len(req.group_ids)} ids for {len(req.items)} items")
+            try:
+                result = await with_timeout(locked_compute(to_verify_items(req.items), req.group_ids), "the reward recipe")
+            except SafeLadderError as exc:  # e.g. a label without a recipe: the request's fault
+                raise HTTPException(422, str(exc)) from None
             return SafeJSONResponse({**json_safe(result), "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
     return app
@@ -528,6 +552,50 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 # --------------------------------------------------------------------------- running it
+
+
+class BackgroundServer:
+    """A real uvicorn server in a daemon thread, e.g. next to a trainer, in tests and benchmarks.
+
+    `with BackgroundServer(app) as srv: RemoteVerifier(srv.url, name)`; port 0 picks a free port
+    (the socket is bound here, so there is no race between choosing the port and listening).
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        import socket
+
+        import uvicorn
+
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
+        # and without it Nagle + delayed ACKs add ~40 ms to every keep-alive request.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = host, self._sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        name=f"safeladder-verifier-service:{self.port}", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> "BackgroundServer":
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the verifier service did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def serve(settings: ServiceSettings, verifiers: Mapping[str, Verifier] | None = None) -> None:

@@ -1,0 +1,142 @@
+"""Trained heads: fitting, metrics, safetensors round trip, and when heads are (re)built."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from safeladder.errors import SafeLadderError
+from safeladder.verifiers import heads as heads_mod
+from safeladder.verifiers.heads import (
+    build_features, needed_texts, opening, tail,
+    HEADS_VERSION, Head, HeadConfig, binary_metrics, ensure_heads, fit_head, input_dim, pair_features,
+)
+
+
+def _toy(n: int = 200, dim: int = 16, seed: int = 0, gap: float = 3.0, noise: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two clouds on either side of the first coordinate's zero (separable for gap >> noise)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g) * noise
+    y = torch.arange(n) % 2
+    x[:, 0] += torch.where(y == 1, gap, -gap)
+    return x, y
+
+
+@pytest.mark.parametrize("hidden", [0, 32])
+def test_head_learns_a_separable_toy_set(hidden):
+    x, y = _toy()
+    xv, yv = _toy(seed=1)
+    xt, yt = _toy(seed=2)
+    head = fit_head("toy", "response", x, y, xv, yv, HeadConfig(hidden=hidden, max_epochs=60), seed=0)
+    m = binary_metrics(yt, head.predict_proba(xt))
+    assert m["accuracy"] == 1.0 and m["f1"] == 1.0 and m["n"] == 200
+
+
+def test_class_balanced_loss_protects_the_minority_class():
+    # Overlapping clouds, 20 positives against 380 negatives: an unweighted loss leans on the
+    # majority and misses most positives; the balanced loss recovers them.
+    x, y = _toy(800, dim=4, gap=0.5, noise=1.0)
+    keep = torch.cat([torch.nonzero(y == 1).flatten()[:20], torch.nonzero(y == 0).flatten()[:380]])
+    xt, yt = _toy(400, dim=4, seed=3, gap=0.5, noise=1.0)
+    recall = {
+        balanced: binary_metrics(yt, fit_head("imb", "response", x[keep], y[keep], seed=0, config=HeadConfig(
+            hidden=0, max_epochs=60, balanced=balanced)).predict_proba(xt))["recall"]
+        for balanced in (True, False)
+    }
+    assert recall[True] > 0.4 and recall[False] < 0.25
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path):
+    x, y = _toy()
+    head = fit_head("rt", "pair", pair_features(x, x, x), y, config=HeadConfig(hidden=8, max_epochs=5))
+    head.meta["threshold"] = 0.4
+    head.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rt.json", "rt.safetensors"]
+    loaded = Head.load(tmp_path, "rt")
+    xt = pair_features(x, x, x)
+    assert torch.equal(loaded.predict_proba(xt), head.predict_proba(xt))
+    assert loaded.reads == "pair" and loaded.threshold == 0.4 and loaded.meta["version"] == HEADS_VERSION
+    # the weights file is plain safetensors, the meta plain JSON (no pickle anywhere)
+    assert json.loads((tmp_path / "rt.json").read_text())["in_dim"] == input_dim("pair", 16)
+
+
+def test_wrong_feature_width_is_rejected():
+    x, y = _toy(dim=8)
+    head = fit_head("w", "prompt", x, y, config=HeadConfig(hidden=0, max_epochs=1))
+    with pytest.raises(ValueError, match=r"expects \(N, 8\)"):
+        head.predict_proba(torch.zeros(3, 9))
+
+
+def test_missing_head_is_a_clear_error(tmp_path):
+    with pytest.raises(SafeLadderError, match="no trained head 'nope'"):
+        Head.load(tmp_path, "nope")
+
+
+def test_binary_metrics_values():
+    m = binary_metrics([1, 1, 0, 0, 1], torch.tensor([0.9, 0.2, 0.6, 0.1, 0.7]))
+    assert m["n"] == 5 and m["positives"] == 3
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+
+
+def test_pair_features_layout():
+    p, r = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]])
+    o = torch.tensor([[5.0, 6.0]])
+    assert pair_features(p, r, o).tolist() == [[1.0, 2.0, 3.0, 4.0, 3.0, 8.0, 11.0, 5.0, 6.0]]
+    assert (input_dim("prompt", 384), input_dim("response", 384), input_dim("pair", 384)) == (384, 768, 1537)
+
+
+def test_openings_and_tails():
+    answer = "I can't help with that.  It is illegal.\nI can suggest a legal option instead."
+    assert opening(answer, 3) == "I can't help"
+    assert tail(answer) == "It is illegal. I can suggest a legal option instead."
+    assert tail("I can't help with that.") == tail("No") == ""
+    assert tail("Use 3.5 mm screws. Then tighten.") == "Then tighten."
+    assert tail("First. " + " ".join(f"w{i}" for i in range(50)), words=3) == "w47 w48 w49"
+
+
+def test_ensure_heads_loads_current_heads_without_training(tmp_path, monkeypatch):
+    x, y = _toy(dim=4)
+    fit_head("a", "prompt", x, y, config=HeadConfig(hidden=0, max_epochs=1)).save(tmp_path)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(heads_mod, "train_heads", lambda d, names: calls.append(list(names)))
+    assert set(ensure_heads(["a"], tmp_path)) == {"a"} and calls == []
+
+
+def test_ensure_heads_retrains_missing_and_outdated_heads(tmp_path, monkeypatch):
+    x, y = _toy(dim=4)
+    old = fit_head("old", "prompt", x, y, config=HeadConfig(hidden=0, max_epochs=1))
+    old.meta["version"] = HEADS_VERSION - 1
+    old.save(tmp_path)
+    calls: list[list[str]] = []
+
+    def fake_train(directory, names):
+        calls.append(list(names))
+        for name in names:
+            fit_head(name, "prompt", x, y, config=HeadConfig(hidden=0, max_epochs=1)).save(directory)
+
+    monkeypatch.setattr(heads_mod, "train_heads", fake_train)
+    loaded = ensure_heads(["old", "new"], tmp_path)
+    assert calls == [["old", "new"]]
+    assert loaded["old"].meta["version"] == HEADS_VERSION
+
+
+def test_train_heads_rejects_unknown_names(tmp_path):
+    with pytest.raises(SafeLadderError, match="unknown heads"):
+        heads_mod.train_heads(tmp_path, ["no_such_head"])
+
+
+def test_features_use_exactly_the_needed_texts():
+    prompts, responses = ["Is it safe?", "Hi"], ["No. Wear gloves and work outside.", "Hello there."]
+    for reads, width in (("prompt", 4), ("response", 8), ("pair", 17)):
+        texts = needed_texts(reads, prompts, responses)
+        vectors = {t: torch.full((4,), float(i)) for i, t in enumerate(dict.fromkeys(texts))}
+        x = build_features(reads, prompts, responses, vectors)  # a text not in the list would raise KeyError
+        assert x.shape == (2, width)
+        if reads == "response":
+            assert torch.equal(x[0, 4:], vectors[tail(responses[0])]) and tail(responses[1]) == ""
+        if reads == "pair":
+            assert torch.equal(x[1, -4:], vectors[opening(responses[1])])
