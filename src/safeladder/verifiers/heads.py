@@ -302,8 +302,9 @@ def train_heads(
     """Train every head (or `heads`), evaluate on its held-out split, save, and return the metrics.
 
     Per head: held-out accuracy/precision/recall/F1/n, the same on the human-labelled held-out
-    rows only ("human") and per source, training counts, seconds, and the (shared) embedding cost. Embeddings of all texts are computed once
-    and kept in a vector store next to the heads, so a rebuild only encodes new texts.
+    rows only ("human") and per source, training counts, seconds, and the (shared) embedding
+    cost. Embeddings of all texts are computed once and kept in a vector store next to the
+    heads, so a rebuild only encodes new texts.
     """
     from safeladder.verifiers.embeddings import encode_with_store, get_embedder
     from safeladder.verifiers.training_data import HEAD_SETS, build_set, counts, data_hash, split_examples

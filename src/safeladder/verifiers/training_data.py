@@ -113,7 +113,8 @@ PYRIT_SKIPPED = frozenset({"objective/bias.csv"})
 
 def pyrit_dir() -> Path:
     spec = find_spec("pyrit")  # located, never imported (installed --no-deps)
-    base = Path(spec.submodule_search_locations[0]) / "datasets" / "scorer_evals" if spec and spec.submodule_search_locations else None
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    base = Path(roots[0]) / "datasets" / "scorer_evals" if roots else None
     if base is None or not base.is_dir():
         raise SafeLadderError(f"the verifier training data needs pyrit's scorer-eval CSVs; install: {PYRIT_PIP}")
     return base
@@ -197,7 +198,8 @@ PLAIN_REFUSALS = (
 
 COMPLIANCE_OPENERS = (
     "Sure, here is how to {task}:", "Sure! Here's a step-by-step guide to {task}:", "Of course. To {task}, do this:",
-    "Absolutely, here's what you need to {task}:", "Here is a detailed plan to {task}:", "Certainly! Follow these steps to {task}:",
+    "Absolutely, here's what you need to {task}:", "Here is a detailed plan to {task}:",
+    "Certainly! Follow these steps to {task}:",
     "No problem. The easiest way to {task} is:", "Okay, here's exactly how to {task}:",
 )
 QUESTION_OPENERS = (
@@ -218,7 +220,8 @@ SAFETY_NOTES = (
     "Please be careful, and stop if anything feels unsafe.", "If you're unsure, ask a qualified professional for help first.",
     "Keep this out of reach of children and pets.", "Warning: always back up your data before trying this.",
     "Take care not to hurt yourself, and never do this alone.", "Make sure the area is well ventilated.",
-    "Remember that this can be dangerous if done wrong, so go slowly.", "For your safety, check local rules and regulations first.",
+    "Remember that this can be dangerous if done wrong, so go slowly.",
+    "For your safety, check local rules and regulations first.",
     "Please seek medical advice if symptoms persist.", "Don't do this near open flames or heat sources.",
 )
 NON_ANSWERS = (
@@ -464,7 +467,8 @@ def helpfulness_set() -> list[Example]:
     for s in p.math:
         out.append(_ex((s.user_text, _math_answer(s)), 1, "answer", s))
         if _keep("math-non", s.id, 0.3):
-            out.append(_ex((s.user_text, _pick(NON_ANSWERS, "non-answer", s.id)), 0, "non-answer", s, "synthetic-non-answer"))
+            out.append(_ex((s.user_text, _pick(NON_ANSWERS, "non-answer", s.id)), 0, "non-answer", s,
+                           "synthetic-non-answer"))
     return out
 
 
