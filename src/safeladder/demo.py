@@ -42,27 +42,33 @@ def _eval_cached(out: Path, policy, sets, settings, label: str) -> dict:
     return data
 
 
+def _rate(r: dict) -> str:
+    return f"{100 * r['value']:.1f}% [{100 * r['ci95'][0]:.0f}–{100 * r['ci95'][1]:.0f}]"
+
+
+def comparison_rows(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
+    """(metric, before, after, Δ) rows shared by the terminal table and summary.md."""
+    rows = []
+    for key, label, _ in ROWS:
+        b, a = before["rates"][key], after["rates"][key]
+        rows.append((label, _rate(b), _rate(a), f"{100 * (a['value'] - b['value']):+.1f}"))
+    tb, ta = before["mean_tokens"], after["mean_tokens"]
+    rows.append(("mean tokens", f"{tb:.0f}", f"{ta:.0f}", f"{ta - tb:+.0f}"))
+    return rows
+
+
 def before_after_table(before: dict, after: dict) -> Table:
     table = Table(title="CoT-SFT on the dev splits (95% Wilson intervals)")
     for col in ("metric", "before", "after", "Δ"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for key, label, _ in ROWS:
-        b, a = before["rates"][key], after["rates"][key]
-        fmt = lambda r: f"{100 * r['value']:.1f}% [{100 * r['ci95'][0]:.0f}–{100 * r['ci95'][1]:.0f}] (n={r['n']})"
-        table.add_row(label, fmt(b), fmt(a), f"{100 * (a['value'] - b['value']):+.1f}")
-    table.add_row("mean tokens", f"{before['mean_tokens']:.0f}", f"{after['mean_tokens']:.0f}",
-                  f"{after['mean_tokens'] - before['mean_tokens']:+.0f}")
+    for row in comparison_rows(before, after):
+        table.add_row(*row)
     return table
 
 
 def summary_markdown(before: dict, after: dict) -> str:
     lines = ["| metric | before | after | Δ |", "|---|---|---|---|"]
-    for key, label, _ in ROWS:
-        b, a = before["rates"][key], after["rates"][key]
-        f = lambda r: f"{100 * r['value']:.1f}% [{100 * r['ci95'][0]:.0f}–{100 * r['ci95'][1]:.0f}]"
-        lines.append(f"| {label} | {f(b)} | {f(a)} | {100 * (a['value'] - b['value']):+.1f} |")
-    lines.append(f"| mean tokens | {before['mean_tokens']:.0f} | {after['mean_tokens']:.0f} | "
-                 f"{after['mean_tokens'] - before['mean_tokens']:+.0f} |")
+    lines += [f"| {' | '.join(row)} |" for row in comparison_rows(before, after)]
     return "\n".join(lines) + "\n"
 
 
