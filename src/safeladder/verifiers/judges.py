@@ -310,26 +310,9 @@ class JudgeVerifier(Verifier):
         return [v for v in verdicts if v is not None]
 
 
-@register_verifier("judge_safety")
-class SafetyJudge(JudgeVerifier):
-    role_name = "safety"
-
-
-@register_verifier("judge_value")
-class ValueJudge(JudgeVerifier):
-    role_name = "value"
-
-
-@register_verifier("judge_knowledge")
-class KnowledgeJudge(JudgeVerifier):
-    role_name = "knowledge"
-
-
-@register_verifier("judge_helpfulness")
-class HelpfulnessJudge(JudgeVerifier):
-    role_name = "helpfulness"
-
-
-@register_verifier("judge_general")
-class GeneralJudge(JudgeVerifier):
-    role_name = "general"
+# One registered verifier per role: judge_safety, judge_value, judge_knowledge, judge_helpfulness,
+# judge_general. They differ only in `role_name`, so they are made from the role table.
+for _role in JUDGE_ROLES:
+    register_verifier(f"judge_{_role}")(
+        type(f"{_role.title()}Judge", (JudgeVerifier,), {"role_name": _role, "__module__": __name__})
+    )
