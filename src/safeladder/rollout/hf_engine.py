@@ -1,0 +1,144 @@
+"""The transformers rollout engine: our own batched decode loop over the model's KV cache.
+
+Why not `model.generate`? Three things RL needs that it makes awkward or slow: each prompt is
+encoded once and its cache repeated for the n samples of its group (generate re-encodes it n
+times), rows that finish leave the batch at once (generate keeps computing them until the
+longest row ends), and the sampling log-probs come out of the same loop (no second pass). It
+also skips generate's per-step framework overhead, measured at ~100 ms/step on our 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from safeladder.models.precision import autocast
+from safeladder.rollout.base import Completion, FinishReason, SamplingSettings
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    return ids
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row; return (tokens (R,), their log-probs (R,)).
+
+    The log-prob is that of the temperature-scaled distribution before top-p truncation, i.e.
+    the policy π(·)/T the trainer recomputes; greedy (T=0) reports the untempered log-prob.
+    """
+    logits = logits.float()  # (R, V)
+    if temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)
+        tokens = logp.argmax(dim=-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # (R, V)
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+class TransformersEngine:
+    """Samples from a live transformers (or peft) model; weights are shared with the trainer."""
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
+
+    def sync_weights(self, model: Any) -> None:
+        self.model = model  # same process, same tensors: nothing to copy
+
+    def sample(self, prefixes: Sequence[Sequence[int]], settings: SamplingSettings) -> list[list[Completion]]:
+        generator = None
+        if settings.seed is not None:
+            generator = torch.Generator(device=self._device).manual_seed(settings.seed)
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[Completion]] = []
+        try:
+            for start in range(0, len(prefixes), settings.batch_size):
+                chunk = prefixes[start : start + settings.batch_size]
+                out.extend(self._sample_chunk(chunk, settings, generator))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def _sample_chunk(self, prefixes: Sequence[Sequence[int]], s: SamplingSettings, generator: torch.Generator | None) -> list[list[Completion]]:
+        device, n = self._device, s.n
+        if any(len(p) == 0 for p in prefixes):
+            raise ValueError("every prefix needs at least one token")
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long, device=device)  # (B, P)
+        attn = torch.zeros_like(ids)  # (B, P), left padding
+        for i, p in enumerate(prefixes):
+            ids[i, width - len(p) :] = torch.tensor(list(p), device=device)
+            attn[i, width - len(p) :] = 1
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        with autocast(self.model, s.precision):
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        logits = out.logits[:, -1, :]  # (B, V)
+        if n > 1:  # share each prefix's cache among its n samples
+            cache.batch_repeat_interleave(n)
+            logits, attn = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0)  # (B·n, ·)
+        next_pos = attn.sum(-1)  # (R,) position of the next token
+        rows = torch.arange(logits.shape[0], device=device)  # live row -> output row
+        tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        logps: list[list[float]] = [[] for _ in range(logits.shape[0])]
+        reasons: list[FinishReason | None] = [None] * logits.shape[0]
+        for step in range(s.max_new_tokens):
+            tok, lp = sample_next(logits, s.temperature, s.top_p, generator)
+            keep: list[int] = []
+            for j, (r, t, l) in enumerate(zip(rows.tolist(), tok.tolist(), lp.tolist())):
+                tokens[r].append(t)
+                logps[r].append(l)
+                reasons[r] = self._finished(tokens[r], t, s)
+                if reasons[r] is None:
+                    keep.append(j)
+            if not keep or step == s.max_new_tokens - 1:
+                break
+            if len(keep) < len(rows):  # finished rows leave the batch
+                idx = torch.tensor(keep, device=device)
+                cache.batch_select_indices(idx)
+                rows, tok, attn, next_pos = rows[idx], tok[idx], attn[idx], next_pos[idx]
+            attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=-1)  # (R, P+t+1)
+            with autocast(self.model, s.precision):
+                out = self.model(
+                    input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                    cache=cache, use_cache=True,
+                )
+            cache, logits, next_pos = out.cache, out.logits[:, -1, :], next_pos + 1
+        results = [
+            Completion(tokens[r], logps[r], reasons[r] or "length", self.tokenizer.decode(tokens[r], skip_special_tokens=True))
+            for r in range(len(tokens))
+        ]
+        return [results[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    def _finished(self, row: list[int], token: int, s: SamplingSettings) -> FinishReason | None:
+        if token in self.eos_ids:
+            return "eos"
+        if s.stop:
+            tail = self.tokenizer.decode(row[-16:], skip_special_tokens=True)
+            if any(stop in tail for stop in s.stop):
+                return "stop"
+        if len(row) >= s.max_new_tokens:
+            return "length"
+        return None

@@ -1,0 +1,97 @@
+"""The transformers engine: log-probs, shared prompt caches, padding, stop strings, tool turns."""
+
+from __future__ import annotations
+
+import torch
+
+from safeladder.rollout import SamplingSettings, rollout
+from safeladder.rollout.hf_engine import TransformersEngine, sample_next
+
+
+def _prompts(policy, texts):
+    return [policy.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+
+def _teacher_forced_logprobs(model, prompt, completion, temperature=1.0):
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float() / temperature
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+def test_sampling_logprobs_match_a_teacher_forced_pass(tiny_policy):
+    engine = TransformersEngine(tiny_policy.model, tiny_policy.tokenizer)
+    prompts = _prompts(tiny_policy, ["What is 47 + 38?", "How do I kill a Python process? Use kill"])
+    out = engine.sample(prompts, SamplingSettings(max_new_tokens=12, temperature=0.7, n=3, seed=1))
+    assert [len(group) for group in out] == [3, 3]
+    for prompt, group in zip(prompts, out):
+        for c in group:
+            ref = _teacher_forced_logprobs(tiny_policy.model, prompt, c.token_ids, temperature=0.7)
+            assert torch.allclose(torch.tensor(c.logprobs), ref, atol=1e-4)
+
+
+def test_greedy_matches_hf_generate_with_left_padding_and_shared_cache(tiny_policy):
+    model, tok = tiny_policy.model, tiny_policy.tokenizer
+    engine = TransformersEngine(model, tok)
+    prompts = _prompts(tiny_policy, ["What is 47 + 38?", "I can't help with that. It could cause serious harm."])
+    out = engine.sample(prompts, SamplingSettings(max_new_tokens=10, temperature=0.0, n=2))
+    for prompt, group in zip(prompts, out):
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+        expected = ref[0, len(prompt):].tolist()
+        for c in group:  # both samples of the group equal generate's greedy output
+            assert c.token_ids == expected[: len(c.token_ids)]
+            assert c.finish_reason in ("eos", "length")
+
+
+def test_same_seed_same_samples_and_different_seed_differs(tiny_policy):
+    engine = TransformersEngine(tiny_policy.model, tiny_policy.tokenizer)
+    prompts = _prompts(tiny_policy, ["What is 47 + 38?"])
+    a = engine.sample(prompts, SamplingSettings(max_new_tokens=8, temperature=1.0, n=4, seed=3))
+    b = engine.sample(prompts, SamplingSettings(max_new_tokens=8, temperature=1.0, n=4, seed=3))
+    c = engine.sample(prompts, SamplingSettings(max_new_tokens=8, temperature=1.0, n=4, seed=4))
+    ids = lambda out: [x.token_ids for x in out[0]]  # noqa: E731
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]]))
+    gen = torch.Generator().manual_seed(0)
+    picks = {int(sample_next(logits, 1.0, 0.8, gen)[0]) for _ in range(200)}
+    assert picks == {0, 1}
+    tok, lp = sample_next(logits, 0.0, 1.0, None)
+    assert int(tok) == 0 and abs(float(lp) - torch.log(torch.tensor(0.6)).item()) < 1e-5
+
+
+class _EchoTool:
+    """Answers every `STOP` with a fixed observation, twice at most."""
+
+    stop = ("9",)
+
+    def respond(self, prompt_index, text_so_far, info):
+        info["calls"] = info.get("calls", 0) + 1
+        return None if info["calls"] > 2 else " <information>OBS</information> "
+
+
+def test_tool_turns_are_masked_and_text_continues(tiny_policy):
+    engine = TransformersEngine(tiny_policy.model, tiny_policy.tokenizer)
+    prompts = _prompts(tiny_policy, ["0 1 2 3 4 5 6 7 8", "What is 47 + 38?"])
+    settings = SamplingSettings(max_new_tokens=40, temperature=1.5, n=4, seed=0)
+    rollouts = rollout(engine, prompts, settings, env=_EchoTool(), max_turns=3)
+    assert len(rollouts) == 8 and [r.prompt_index for r in rollouts] == [0] * 4 + [1] * 4
+    obs = tiny_policy.tokenizer.encode(" <information>OBS</information> ", add_special_tokens=False)
+    with_tools = [r for r in rollouts if r.turns > 1]
+    assert with_tools, "the seeded run should hit the stop string at least once"
+    for r in rollouts:
+        assert len(r.completion_ids) == len(r.logprobs) == len(r.mask)
+        assert r.n_model_tokens <= settings.max_new_tokens
+        zeros = [t for t, m in zip(r.completion_ids, r.mask) if m == 0]
+        assert zeros == obs * (r.turns - 1)  # exactly the tool tokens are masked out
+        assert all(lp == 0.0 for lp, m in zip(r.logprobs, r.mask) if m == 0)
+    r = with_tools[0]
+    assert "OBS" in r.text
+    # model tokens after a tool turn were sampled from the longer prefix: their log-probs match it
+    k = r.mask.index(0) + len(obs)
+    if k < len(r.completion_ids):
+        ref = _teacher_forced_logprobs(tiny_policy.model, r.prompt_ids + r.completion_ids[:k], r.completion_ids[k:], 1.5)
+        assert torch.allclose(torch.tensor(r.logprobs[k:]), ref, atol=1e-4)

@@ -1,0 +1,109 @@
+"""The RL loop on the tiny model: rewards rise on a rule reward, resume continues exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from safeladder.train.rl import RLTrainer
+from safeladder.train.rl_config import RLConfig
+from safeladder.verifiers.base import Verdict, Verifier, register_verifier
+from safeladder.verifiers.recipes import RecipeConfig, RecipeEntry, RewardComputer
+
+
+@register_verifier("test_contains_7")
+class Contains7(Verifier):
+    """1 when the judged text contains the digit 7 (a reward the tiny model can learn fast)."""
+
+    def verify(self, items):
+        return [Verdict(score=float("7" in self.judged_text(it)), label="seven") for it in items]
+
+
+def _prompts(tmp_path: Path, n: int = 12) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Say a number {i}", "label": "seven"}) + "\n" for i in range(n)))
+    return path
+
+
+def _config(tmp_path: Path, **over) -> RLConfig:
+    raw = {
+        "model": {"name": "tiny"},
+        "output_dir": str(tmp_path / "run"),
+        "tasks": {"numbers": {"path": str(_prompts(tmp_path)), "split": "all"}},
+        "curriculum": [{"name": "one", "steps": 3, "mixture": {"numbers": 1.0}, "recipe": "seven"},
+                       {"name": "two", "steps": 3, "mixture": {"numbers": 1.0}, "recipe": "seven"}],
+        "rollout": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
+        "algorithm": {"kl_coef": 0.0, "micro_batch_size": 16},
+        "optim": {"lr": 3e-2, "warmup_ratio": 0.0},
+        "save_every": 2, "tensorboard": False, "seed": 0,
+    }
+    for k, v in over.items():
+        raw[k] = {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
+    return RLConfig.model_validate(raw)
+
+
+def _computers() -> dict[str, RewardComputer]:
+    return {"seven": RewardComputer(RecipeConfig(format_reward=0.0, recipes={"seven": [RecipeEntry(verifier="test_contains_7")]}))}
+
+
+def test_rl_raises_a_rule_reward_and_changes_parameters(tmp_path):
+    cfg = _config(tmp_path)
+    trainer = RLTrainer(cfg, reward_computers=_computers())
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    rows = [trainer.train_step() for _ in range(6)]
+    rewards = [r["reward/mean"] for r in rows]
+    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.15, rewards
+    changed = sum(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    assert changed > 0
+    assert {"time/generate_s", "time/verify_s", "time/train_s", "train/entropy", "adv/std", "reward/test_contains_7/mean"} <= set(rows[0])
+    assert [r["phase"] for r in rows] == [0, 0, 0, 1, 1, 1]
+
+
+def test_kill_and_resume_continue_with_the_same_cursor_and_phase(tmp_path):
+    cfg = _config(tmp_path)
+    full = RLTrainer(cfg.model_copy(update={"output_dir": str(tmp_path / "full")}), reward_computers=_computers())
+    full_rows = [full.train_step() for _ in range(4)]
+
+    first = RLTrainer(cfg, reward_computers=_computers())
+    for _ in range(2):
+        first.train_step()
+    first.save()  # what a periodic checkpoint at step 2 leaves behind before a kill
+    del first
+    resumed = RLTrainer(cfg, reward_computers=_computers())
+    assert resumed.resume() and resumed.step == 2
+    assert resumed.sampler.cursors == {"numbers": 8}  # 2 steps × 4 prompts consumed
+    rows = [resumed.train_step() for _ in range(2)]
+    assert [r["phase"] for r in rows] == [0, 1]
+    for a, b in zip(rows, full_rows[2:]):
+        assert a["reward/mean"] == pytest.approx(b["reward/mean"], abs=1e-6)
+    for (n, p), (_, q) in zip(resumed.model.named_parameters(), full.model.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_lora_reference_is_the_base_and_kl_starts_at_zero(tmp_path):
+    cfg = _config(tmp_path, model={"name": "tiny", "lora": {"r": 4, "alpha": 8}}, algorithm={"kl_coef": 0.1, "micro_batch_size": 16})
+    trainer = RLTrainer(cfg, reward_computers=_computers())
+    assert trainer.reference is None  # no second copy with LoRA
+    row = trainer.train_step()
+    assert row["train/kl"] == pytest.approx(0.0, abs=1e-7)  # fresh adapters (B = 0): policy == reference
+    row = trainer.train_step()
+    assert row["train/kl"] > 0
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path):
+    results = []
+    for mb in (32, 5):
+        cfg = _config(tmp_path, algorithm={"kl_coef": 0.0, "micro_batch_size": mb}, output_dir=str(tmp_path / f"mb{mb}"))
+        trainer = RLTrainer(cfg, reward_computers=_computers())
+        trainer.train_step()
+        results.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    for n in results[0]:
+        assert torch.allclose(results[0][n], results[1][n], atol=1e-5), n
+
+
+def test_unknown_task_in_a_phase_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown task"):
+        _config(tmp_path, curriculum=[{"name": "x", "steps": 1, "mixture": {"nope": 1.0}}])
