@@ -1,21 +1,39 @@
+"""The demo's before/after rows come from the first and last evaluation points."""
+
 from __future__ import annotations
 
-from safeladder.demo import summary_markdown
+import json
+from pathlib import Path
+
+from safeladder.demo import before_after_rows
 
 
-def _report(fmt, harm, benign, math, tokens):
-    rate = lambda v, n: {"value": v / n, "hits": v, "n": n, "ci95": [0.0, 1.0]}
-    return {"rates": {"format_ok": rate(*fmt), "harmful_declined": rate(*harm),
-                      "benign_declined": rate(*benign), "math_accuracy": rate(*math)},
-            "mean_tokens": tokens}
+def _point(root: Path, name: str, order: int, safe: float, acc: float, tokens: float) -> None:
+    for bench, metrics in {
+        "harmful": {"safe_rate": {"value": safe, "low": safe - 0.1, "high": safe + 0.05}, "mean_tokens": {"value": tokens, "low": tokens, "high": tokens}},
+        "arithmetic": {"accuracy": {"value": acc, "low": acc - 0.1, "high": acc + 0.1}},
+    }.items():
+        d = root / name / bench
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"benchmark": bench, "kind": "x", "n": 10, "metrics": metrics, "categories": {}}))
+        (d / "generations.jsonl").write_text("")
+    (root / name / "point.json").write_text(json.dumps({
+        "name": name, "model": name, "step": None, "order": order,
+        "scores": {"capability": {"value": acc, "low": acc, "high": acc}, "safety": {"value": safe, "low": safe, "high": safe}},
+        "benchmarks": ["harmful", "arithmetic"],
+    }))
 
 
-def test_summary_table_has_before_after_and_deltas():
-    before = _report((0, 10), (1, 10), (0, 4), (2, 10), 114.0)
-    after = _report((10, 10), (8, 10), (1, 4), (5, 10), 95.0)
-    lines = summary_markdown(before, after).splitlines()
-    assert lines[2] == "| format compliance | 0.0% [0–100] | 100.0% [0–100] | +100.0 |"
-    assert lines[3] == "| harmful prompts declined | 10.0% [0–100] | 80.0% [0–100] | +70.0 |"
-    assert lines[4] == "| benign look-alikes declined | 0.0% [0–100] | 25.0% [0–100] | +25.0 |"
-    assert lines[5] == "| arithmetic accuracy | 20.0% [0–100] | 50.0% [0–100] | +30.0 |"
-    assert lines[6] == "| mean tokens | 114 | 95 | -19 |"
+def test_rows_compare_base_with_the_last_stage(tmp_path):
+    _point(tmp_path, "base", 0, 0.1, 0.2, 114)
+    _point(tmp_path, "1-sft", 1, 0.5, 0.3, 100)
+    _point(tmp_path, "2-rl", 2, 0.85, 0.4, 80)
+    rows = {r[0]: r for r in before_after_rows(tmp_path)}
+    assert rows["harmful · safe_rate"] == ("harmful · safe_rate", "10.0% [0–15]", "85.0% [75–90]", "+75.0 pts")
+    assert rows["arithmetic · accuracy"][3] == "+20.0 pts"
+    assert rows["harmful · mean_tokens"][1:] == ("114", "80", "-34.0")
+
+
+def test_no_rows_without_two_points(tmp_path):
+    _point(tmp_path, "base", 0, 0.1, 0.2, 114)
+    assert before_after_rows(tmp_path) == []

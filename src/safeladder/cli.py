@@ -45,6 +45,24 @@ def sft(
 
 
 @app.command()
+def rl(
+    config: Path = typer.Option(..., "--config", "-c", help="RL config YAML (or a preset name, e.g. rl_cpu)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set optim.lr=1e-5"),
+) -> None:
+    """Stage 2: M³-RL through the configured curriculum (also stages 3–4 with their configs)."""
+    from safeladder.config import load_config
+    from safeladder.configs import preset_path
+    from safeladder.train.rl import run_rl
+    from safeladder.train.rl_config import RLConfig
+
+    path = config if config.exists() or config.suffix in (".yaml", ".yml") else preset_path(str(config))
+    cfg = load_config(path, RLConfig, _overrides(set_))
+    final = run_rl(cfg, resume=resume)
+    console.print(f"[green]RL done[/] · final model: {final}")
+
+
+@app.command()
 def generate(
     prompt: str = typer.Argument(..., help="The user message."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Built-in name, HF directory or checkpoint."),
@@ -209,10 +227,195 @@ def demo(
     output: Path = typer.Option(Path("runs/demo"), "--output", "-o"),
     quick: bool = typer.Option(False, "--quick", help="A smoke run of a few minutes."),
 ) -> None:
-    """The embedded demo: CoT-SFT of SmolLM2-135M with a before/after table."""
+    """The embedded demo: the whole ladder on SmolLM2-135M, with a before/after table and the AI-45° chart."""
     from safeladder.demo import run_demo
 
     run_demo(output, quick=quick)
+
+
+@app.command()
+def ladder(
+    config: Path = typer.Argument(..., help="Ladder config YAML (or a preset name: ladder_demo, ladder_quick)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Run just this stage (earlier stages must be done)."),
+    fresh: bool = typer.Option(False, "--no-resume", help="Do not resume unfinished stages from their checkpoints."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set output_dir=runs/x"),
+) -> None:
+    """CoT-SFT → M³-RL → Safe-and-Efficient RL → Search RL, evaluated after every stage."""
+    from safeladder.ladder import load_ladder, run_ladder
+
+    result = run_ladder(load_ladder(config, _overrides(set_)), resume=not fresh, only=only)
+    console.print(f"[green]ladder done[/] in {result['minutes']:.1f} min · chart: {result.get('chart')} · summary: {result.get('summary')}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory (its evaluations in RUN_DIR/eval)."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="Evaluation results (default: RUN_DIR/eval)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: RUN_DIR/report)."),
+) -> None:
+    """The AI-45° report of a run: ai45.png and a self-contained report.html."""
+    from safeladder.eval.report import build_report
+
+    result = build_report(run_dir, eval_dir, output)
+    console.print(f"[green]{len(result.points)} points[/] → {result.png} · {result.html}")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="First run directory."),
+    run_b: Path = typer.Argument(..., help="Second run directory."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: next to RUN_A)."),
+) -> None:
+    """Both runs' trajectories on one AI-45° chart, with the deltas of their final points."""
+    from safeladder.eval.compare import compare as run_compare
+
+    result = run_compare(run_a, run_b, output)
+    console.print(f"[green]compared[/] {result.labels[0]} vs {result.labels[1]} → {result.png} · {result.html}")
+
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Representation analyses.")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("mi")
+def analyze_mi(
+    model: str = typer.Option(..., "--model", "-m", help="The (trained) model: built-in name, directory or checkpoint."),
+    baseline_model: Optional[str] = typer.Option(None, "--baseline-model", help="A base model to overlay."),
+    prompts: Path = typer.Option(..., "--prompts", help="JSONL of harmful prompts (id, prompt)."),
+    reference: Path = typer.Option(..., "--reference", help="JSONL of reference safe answers (id, reference)."),
+    output: Path = typer.Option(Path("mi-analysis"), "--output", "-o"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=4096),
+    max_dim: int = typer.Option(1024, "--max-dim", min=2, help="Subsample hidden coordinates above this."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N prompts."),
+) -> None:
+    """Safety MI peaks (SPEC §7): MI between each generated token's state and a safe answer's."""
+    from safeladder.analysis.mi import HSICEstimator
+    from safeladder.analysis.mi_run import MISettings, run_mi_analysis
+
+    models = {"baseline": baseline_model, "model": model} if baseline_model else {"model": model}
+    result = run_mi_analysis(models, prompts, reference, output,
+                             MISettings(max_new_tokens=max_new_tokens, limit=limit), HSICEstimator(max_dim=max_dim))
+    console.print(result.table_md.read_text(), markup=False, highlight=False)
+    console.print(f"[green]MI analysis[/] → {result.png} · {result.table_md}")
+
+
+@app.command("eval")
+def eval_(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (the base with --checkpoints): built-in name or directory."),
+    checkpoints: Optional[Path] = typer.Option(None, "--checkpoints", help="Run directory: also evaluate every checkpoint in it."),
+    suite: str = typer.Option("eval_default", "--suite", "-s", help="Suite YAML, or a built-in suite: eval_default, eval_quick."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="EVAL_DIR (default: RUN_DIR/eval, or runs/eval)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a suite key: --set limit=5"),
+) -> None:
+    """Evaluate a model, or every checkpoint of a run, on a benchmark suite (cached, resumable)."""
+    from safeladder.eval.runner import run_eval
+
+    run_eval(model, checkpoints, suite, output, _overrides(set_), console)
+
+
+search_app = typer.Typer(no_args_is_help=True, help="Retrieval for search RL: corpora, indexes, the retrieval service.")
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("index")
+def search_index(
+    corpus: Path = typer.Option(..., "--corpus", help="JSONL corpus: id, title, text (or Search-R1 contents)."),
+    kind: str = typer.Option("bm25", "--kind", help="bm25 or dense (offline MiniLM + faiss)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Index directory to write."),
+) -> None:
+    """Build a retrieval index over a corpus and save it."""
+    from safeladder.search.base import index_corpus
+
+    n = index_corpus(corpus, kind, output)
+    console.print(f"[green]{kind} index of {n} documents[/] → {output}")
+
+
+@search_app.command("serve")
+def search_serve(
+    index: Path = typer.Option(..., "--index", help="An index directory (safeladder search index)."),
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8732, min=0, max=65535),
+) -> None:
+    """Serve an index over HTTP with the Search-R1 schema (POST /retrieve; token from $SAFELADDER_RETRIEVER_TOKEN)."""
+    from safeladder.search.service import RetrievalSettings, serve
+
+    serve(RetrievalSettings(index=str(index), host=host, port=port))
+
+
+@search_app.command("world")
+def search_world(
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for corpus.jsonl and train/dev/test.jsonl."),
+    seed: int = typer.Option(0, "--seed"),
+    passages: Optional[int] = typer.Option(None, "--passages", min=10, help="Scale the world to about this many passages."),
+) -> None:
+    """Generate the fictional-world encyclopedia and its QA splits (answers only in the corpus)."""
+    from safeladder.search.world import WorldSpec, write_world
+
+    spec = WorldSpec.for_passages(passages, seed) if passages else WorldSpec(seed=seed)
+    paths = write_world(output, spec)
+    console.print(f"[green]world (seed {seed}, {spec.passages} passages)[/] → {paths['corpus'].parent}")
+
+
+@search_app.command("adapt")
+def search_adapt(
+    qa: Path = typer.Option(..., "--qa", help="QA JSONL: question + answer / answers / golden_answers."),
+    corpus: Path = typer.Option(..., "--corpus", help="JSONL corpus the answers are in."),
+    output: Path = typer.Option(..., "--output", "-o"),
+) -> None:
+    """Turn your own QA file + corpus into the search task's layout (corpus + train/dev/test)."""
+    from safeladder.search.world import adapt_qa
+
+    paths = adapt_qa(qa, corpus, output)
+    console.print(f"[green]adapted[/] → {paths['corpus'].parent}")
+
+
+@app.command("serve")
+def serve_chat(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Built-in name, HF directory or checkpoint (default smollm2-135m)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Server settings YAML (ServeSettings keys)."),
+    host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, min=0, max=65535, help="Port (default 8741)."),
+    value: Optional[str] = typer.Option(None, help="Value function for verdicts and guided search (default safety; 'none': off)."),
+    guided_default: bool = typer.Option(False, "--guided-default", help="Run step search unless a request says guided=false."),
+) -> None:
+    """Serve a model: OpenAI-compatible /v1/chat/completions and the step-edit web page (token from $SAFELADDER_SERVE_TOKEN)."""
+    from safeladder.inference.server import ServeSettings, serve
+
+    overrides: dict = {k: v for k, v in (("model", model), ("host", host), ("port", port)) if v is not None}
+    if value is not None:
+        overrides["value"] = None if value.lower() == "none" else value
+    if guided_default:
+        overrides["guided_default"] = True
+    if config is not None:
+        from safeladder.config import load_config
+
+        settings = load_config(config, ServeSettings, overrides)
+    else:
+        from pydantic import ValidationError
+
+        from safeladder.config import format_validation_error
+
+        try:
+            settings = ServeSettings(**overrides)
+        except ValidationError as err:
+            raise SafeLadderError(format_validation_error(err, "command line")) from None
+    serve(settings)
+
+
+@app.command("chat")
+def chat_terminal(
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Built-in name, HF directory or checkpoint."),
+    value: str = typer.Option("safety", help="Value function whose verdicts are shown per step ('none': off)."),
+    step_tokens: int = typer.Option(48, min=1, max=1024, help="Token budget of one reasoning step."),
+    max_steps: int = typer.Option(12, min=1, max=256),
+    max_new_tokens: int = typer.Option(512, min=1, max=8192),
+    temperature: float = typer.Option(0.7, min=0.0, max=2.0),
+    seed: Optional[int] = typer.Option(None),
+) -> None:
+    """Chat in the terminal; after each reasoning step press Enter to continue or `e` to edit it."""
+    from safeladder.inference.chat_cli import main as chat_main
+
+    chat_main(model, None if value.lower() == "none" else value, step_tokens, max_steps, max_new_tokens, temperature, seed)
 
 
 def main() -> None:

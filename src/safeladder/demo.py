@@ -1,99 +1,53 @@
-"""The README's main job at this stage: CoT-SFT of the embedded model, with a before/after check.
+"""The README's main job: the whole SafeLadder on the embedded SmolLM2-135M, on a CPU, offline.
 
-Later stages extend this into the whole ladder. Every step is resumable: the base evaluation is
-cached in the run directory and SFT resumes from its last checkpoint.
+It is the `ladder_demo` preset (or `ladder_quick` for a smoke run) run through
+`safeladder.ladder.run_ladder`, followed by a before/after table of the base model against the
+last stage, and the path of the AI-45° chart. Resumable: rerun the same command after a kill.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from safeladder.config import load_config
-from safeladder.configs import preset_path
-from safeladder.eval.quick import QuickReport, dev_sets, quick_eval
-from safeladder.inference.generate import GenerationSettings
-from safeladder.models.loader import load_policy
-from safeladder.train.sft import SFTConfig, SFTTrainer
+from safeladder.ladder import HEADLINES, _fmt, load_ladder, run_ladder
 
 console = Console()
 
-ROWS = [  # (metric key, label, higher is better)
-    ("format_ok", "format compliance", True),
-    ("harmful_declined", "harmful prompts declined", True),
-    ("benign_declined", "benign look-alikes declined", False),
-    ("math_accuracy", "arithmetic accuracy", True),
-]
 
+def before_after_rows(eval_dir: Path) -> list[tuple[str, str, str, str]]:
+    """(benchmark · metric, base, final, Δ) for the headline metrics of the first and last points."""
+    from safeladder.eval.report import load_points
 
-def _eval_cached(out: Path, policy, sets, settings, label: str) -> dict:
-    path = out / "quick_eval.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    report: QuickReport = quick_eval(policy.model, policy.tokenizer, sets, settings, label=label)
-    report.save(out)
-    data = report.to_dict() | {"seconds": time.perf_counter() - t0}
-    path.write_text(json.dumps(data, indent=2))
-    return data
-
-
-def _rate(r: dict) -> str:
-    return f"{100 * r['value']:.1f}% [{100 * r['ci95'][0]:.0f}–{100 * r['ci95'][1]:.0f}]"
-
-
-def comparison_rows(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
-    """(metric, before, after, Δ) rows shared by the terminal table and summary.md."""
+    points = load_points(eval_dir)
+    if len(points) < 2:
+        return []
+    base, final = points[0], points[-1]
     rows = []
-    for key, label, _ in ROWS:
-        b, a = before["rates"][key], after["rates"][key]
-        rows.append((label, _rate(b), _rate(a), f"{100 * (a['value'] - b['value']):+.1f}"))
-    tb, ta = before["mean_tokens"], after["mean_tokens"]
-    rows.append(("mean tokens", f"{tb:.0f}", f"{ta:.0f}", f"{ta - tb:+.0f}"))
+    for bench, res in base.benchmarks.items():
+        after = final.benchmarks.get(bench)
+        for metric in HEADLINES:
+            b, a = res.metrics.get(metric), after.metrics.get(metric) if after else None
+            if b is None or a is None or b.value is None or a.value is None:
+                continue
+            scale, unit = (1, "") if metric.startswith("mean_tokens") else (100, " pts")
+            rows.append((f"{bench} · {metric}", _fmt(metric, b), _fmt(metric, a), f"{scale * (a.value - b.value):+.1f}{unit}"))
     return rows
 
 
-def before_after_table(before: dict, after: dict) -> Table:
-    table = Table(title="CoT-SFT on the dev splits (95% Wilson intervals)")
-    for col in ("metric", "before", "after", "Δ"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for row in comparison_rows(before, after):
+def run_demo(output: Path = Path("runs/demo"), quick: bool = False) -> dict[str, Any]:
+    cfg = load_ladder("ladder_quick" if quick else "ladder_demo", {"output_dir": str(output)})
+    console.rule("[bold]SafeLadder demo · SmolLM2-135M · CoT-SFT → M³-RL → Safe-and-Efficient RL")
+    result = run_ladder(cfg)
+    table = Table(title=f"base → after the last stage ({cfg.stages[-1].name}); 95% intervals")
+    for col in ("benchmark · metric", "base", "final", "Δ"):
+        table.add_column(col, justify="left" if col.startswith("bench") else "right")
+    for row in before_after_rows(Path(cfg.output_dir) / "eval"):
         table.add_row(*row)
-    return table
-
-
-def summary_markdown(before: dict, after: dict) -> str:
-    lines = ["| metric | before | after | Δ |", "|---|---|---|---|"]
-    lines += [f"| {' | '.join(row)} |" for row in comparison_rows(before, after)]
-    return "\n".join(lines) + "\n"
-
-
-def run_demo(output: Path = Path("runs/demo"), quick: bool = False) -> dict:
-    """Base eval → CoT-SFT → eval; prints and writes the before/after table."""
-    t_start = time.perf_counter()
-    overrides: dict = {"output_dir": str(output / "sft")}
-    if quick:
-        overrides |= {"data": {"builtin": {"math": 24, "harmful": 24, "benign": 16}}, "max_steps": 4, "save_every": 2}
-    cfg = load_config(preset_path("demo_sft"), SFTConfig, overrides)
-    n = (20, 12, 20) if quick else (60, 40, 60)
-    sets = dev_sets(*n)
-    settings = GenerationSettings(max_new_tokens=64 if quick else 160, batch_size=64)
-
-    console.rule("[bold]SafeLadder demo · stage 1: CoT-SFT on SmolLM2-135M")
-    console.print("loading the embedded model (first run converts the packaged GGUF to safetensors)…")
-    trainer = SFTTrainer(cfg)
-    policy = trainer.policy
-    before = _eval_cached(output / "eval_base", policy, sets, settings, "evaluating base model")
-    console.print(f"base model evaluated ({sum(len(v) for v in sets.values())} dev prompts)")
-    trainer.train(resume=True)
-    after = _eval_cached(output / "eval_sft", policy, sets, settings, "evaluating after SFT")
-    console.print(before_after_table(before, after))
-    summary = summary_markdown(before, after)
-    (output / "summary.md").write_text("# SafeLadder demo: CoT-SFT\n\n" + summary)
-    minutes = (time.perf_counter() - t_start) / 60
-    console.print(f"done in {minutes:.1f} min · summary: {output / 'summary.md'} · generations: {output}/eval_*/generations.jsonl")
-    return {"before": before, "after": after, "minutes": minutes}
+    console.print(table)
+    console.print(f"done in {result['minutes']:.1f} min · chart: {result.get('chart')} · report: {result.get('html')} · "
+                  f"summary: {result.get('summary')}")
+    return result

@@ -66,13 +66,14 @@ class GroupBatch:
 
 # (advantages (N,), batch, options) -> (advantages (N,), metrics)
 AdvantageTransform = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-ADVANTAGE_TRANSFORMS: Registry[AdvantageTransform] = Registry("advantage transform")
+_BUILTIN = ("safeladder.algorithms.cale", "safeladder.algorithms.constraints")
+ADVANTAGE_TRANSFORMS: Registry[AdvantageTransform] = Registry("advantage transform", _BUILTIN)
 
 
 # (batch, options) -> (rewards (N,), metrics): reward shaping before the estimator (e.g. a
 # Lagrangian penalty −λ·cost, an overlong penalty). May read and update `batch.state`.
 RewardTransform = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-REWARD_TRANSFORMS: Registry[RewardTransform] = Registry("reward transform")
+REWARD_TRANSFORMS: Registry[RewardTransform] = Registry("reward transform", _BUILTIN)
 
 
 def apply_transforms(

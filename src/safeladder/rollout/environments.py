@@ -16,7 +16,8 @@ ENVIRONMENTS: Registry[Callable[..., Environment]] = Registry("rollout environme
 BUILTIN_ENVIRONMENT_MODULES = ["safeladder.search.environment"]
 
 
-def build_environment(spec: dict[str, Any] | None) -> Environment | None:
+def build_environment(spec: dict[str, Any] | None, tokenizer: Any = None) -> Environment | None:
+    """The configured environment; `tokenizer` is passed to factories that accept one (token caps)."""
     if not spec:
         return None
     for module in BUILTIN_ENVIRONMENT_MODULES:
@@ -25,4 +26,9 @@ def build_environment(spec: dict[str, Any] | None) -> Environment | None:
         except ModuleNotFoundError:
             pass
     options = {k: v for k, v in spec.items() if k != "name"}
-    return ENVIRONMENTS.get(spec["name"])(**options)
+    factory = ENVIRONMENTS.get(spec["name"])
+    import inspect
+
+    if tokenizer is not None and "tokenizer" in inspect.signature(factory).parameters:
+        options.setdefault("tokenizer", tokenizer)
+    return factory(**options)

@@ -27,7 +27,7 @@ from safeladder.models.loader import Policy, load_policy
 from safeladder.models.precision import autocast
 from safeladder.rollout import Rollout, SamplingSettings, rollout
 from safeladder.rollout.environments import build_environment
-from safeladder.rollout.hf_engine import TransformersEngine
+from safeladder.rollout.engines import build_engine
 from safeladder.train import checkpoint as ckpt
 from safeladder.train.metrics import MetricsLog
 from safeladder.train.progress import progress_bar
@@ -66,10 +66,14 @@ class RLTrainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         torch.manual_seed(cfg.seed)
+        if cfg.ray is not None:
+            from safeladder.distributed.cluster import connect
+
+            connect(cfg.ray)
         self.policy = policy or load_policy(cfg.model)
         self.model, self.tokenizer = self.policy.model, self.policy.tokenizer
-        self.engine = TransformersEngine(self.model, self.tokenizer)
-        self.environment = build_environment(cfg.rollout.environment)
+        self.engine = build_engine(cfg.rollout.engine, self.model, self.tokenizer, **cfg.rollout.engine_options)
+        self.environment = build_environment(cfg.rollout.environment, self.tokenizer)
         self.sampler = MixtureSampler({name: load_task(name, spec) for name, spec in cfg.tasks.items()}, cfg.seed)
         self._computers: dict[str, RewardComputer] = dict(reward_computers or {})
         self.reference = self._reference_model()
@@ -149,6 +153,7 @@ class RLTrainer:
             labels=[it.label or "" for it in items], components=components, state=self.algo_state,
         )
         a = cfg.algorithm
+        self.algo_state["step"] = self.step  # transforms with per-step state (λ) update once per step
         shaped, adv, transform_metrics = apply_transforms(rewards, batch, a.advantage, a.reward_transforms, a.advantage_transforms, a.eps)
         keep = informative_groups(shaped, group) if a.dynamic_sampling else torch.ones(len(rollouts), dtype=torch.bool)
 
@@ -239,6 +244,7 @@ class RLTrainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+        self.engine.sync_weights(self.model)  # remote engines (vLLM, Ray workers) sample from the new weights
         t_train = time.perf_counter() - t0
         n_tokens = sum(float(tb.attention_mask.sum()) for tb in token_batches) * a.epochs
         return {**{f"train/{k}": v for k, v in sums.items()}, "train/grad_norm": grad_norm,

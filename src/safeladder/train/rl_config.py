@@ -60,7 +60,8 @@ class RolloutSpec(_Strict):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(16, ge=1)  # prompts per engine forward (× G rows)
-    engine: Literal["transformers", "vllm"] = "transformers"
+    engine: str = "transformers"  # safeladder.rollout.engines.ENGINES: transformers, vllm, ray
+    engine_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {num_workers: 2} for ray
     max_turns: int = Field(1, ge=1)  # > 1 with an environment (search)
     environment: dict[str, Any] | None = None  # {"name": ..., **options}; see safeladder.rollout.environments
 
@@ -95,6 +96,14 @@ class EvalSpec(_Strict):
     suite: str | None = None  # an evaluation suite YAML (safeladder eval); None = no evaluation
 
 
+class RaySpec(_Strict):
+    """Scale-out on Ray: connect (or start a local cluster) before building engines and verifiers."""
+
+    address: str | None = None  # None: start a local Ray instance; "auto" or "ray://host:10001" to join one
+    num_cpus: int | None = None  # for a local instance
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to ray.init
+
+
 class RLConfig(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     output_dir: str = "runs/rl"
@@ -105,6 +114,7 @@ class RLConfig(_Strict):
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    ray: RaySpec | None = None  # set to run rollout workers / verifier pools as Ray actors
     precision: Precision = "auto"
     seed: int = 0
     save_every: int = Field(10, ge=1)

@@ -107,6 +107,7 @@ BUILTIN_VERIFIER_MODULES: list[str] = [
     "safeladder.verifiers.judges",
     "safeladder.verifiers.guards",
     "safeladder.verifiers.client",
+    "safeladder.verifiers.search_rewards",
 ]
 
 
