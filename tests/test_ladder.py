@@ -91,3 +91,14 @@ def test_kill_mid_stage_then_resume_continues_without_redoing_finished_stages(tm
     steps = [r["step"] for r in MetricsLog.read(rl_dir / "metrics.jsonl")]
     assert steps[-2:] == [last + 1, last + 2] and steps == sorted(set(steps))
     assert (rl_dir / "stage.json").is_file() and (rl_dir / "final" / "model.safetensors").is_file()
+
+
+def test_a_typo_in_a_later_stage_fails_at_load_naming_the_stage(tmp_path):
+    import pytest
+
+    from safeladder.errors import ConfigError
+
+    path = _ladder_yaml(tmp_path, tmp_path / "run", 2, None)
+    path.write_text(path.read_text().replace("kl_coef: 0.0", "kl_coeff: 0.0"))
+    with pytest.raises(ConfigError, match=r"stages\.rl\.config: algorithm\.kl_coeff"):
+        load_ladder(path)

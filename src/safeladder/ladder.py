@@ -90,13 +90,32 @@ def stage_config(stage: StageSpec) -> dict[str, Any]:
     return _merge(base, stage.config)
 
 
+def _stage_models() -> dict[str, type[BaseModel]]:
+    from safeladder.train.rl_config import RLConfig
+    from safeladder.train.sft import SFTConfig
+
+    return {"sft": SFTConfig, "rl": RLConfig}
+
+
 def load_ladder(path: str | Path, overrides: dict[str, Any] | None = None) -> LadderConfig:
+    """Read a ladder config and validate every stage's config up front (before hours of training)."""
+    from pydantic import ValidationError
+
+    from safeladder.errors import ConfigError
+
     p = Path(path)
     if not p.is_file() and p.suffix not in (".yaml", ".yml"):
         p = preset_path(str(path))
     cfg = load_config(p, LadderConfig, overrides)
-    for stage in cfg.stages:  # unknown kinds fail before any work starts
-        STAGES.get(stage.kind)
+    models = _stage_models()
+    for stage in cfg.stages:
+        STAGES.get(stage.kind)  # unknown kinds fail before any work starts
+        if stage.kind in models:
+            try:
+                models[stage.kind].model_validate(_with_model(stage_config(stage), cfg.model, Path(cfg.output_dir)))
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"{p}: stages.{stage.name}.config: {problems}") from None
     return cfg
 
 
@@ -127,7 +146,7 @@ def run_ladder(cfg: LadderConfig, resume: bool = True, only: str | None = None) 
     for i, stage in enumerate(cfg.stages, start=1):
         sdir = run / f"{i}-{stage.name}"
         done = sdir / STAGE_DONE
-        if done.is_file():
+        if done.is_file() and only != stage.name:
             model = json.loads(done.read_text())["final"]
             finals[stage.name] = model
             console.print(f"[dim]stage {i} {stage.name}: done earlier → {model}[/]")
@@ -141,6 +160,7 @@ def run_ladder(cfg: LadderConfig, resume: bool = True, only: str | None = None) 
         t = time.perf_counter()
         _evaluate(cfg, str(final), run, f"{i}-{stage.name}", i)
         timings[f"eval {stage.name}"] = time.perf_counter() - t
+        final = Path(final).resolve()  # absolute, so a rerun from another directory still finds it
         done.write_text(json.dumps({"final": str(final), "seconds": timings[stage.name]}))
         model = str(final)
         finals[stage.name] = model

@@ -107,3 +107,18 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path):
 def test_unknown_task_in_a_phase_is_a_config_error(tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
         _config(tmp_path, curriculum=[{"name": "x", "steps": 1, "mixture": {"nope": 1.0}}])
+
+
+def test_periodic_evaluation_writes_points_through_the_harness(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "generation: {max_new_tokens: 6, batch_size: 8}\n"
+        "benchmarks: [{name: arithmetic, kind: math, source: arithmetic, split: dev, limit: 2}]\n"
+        "scores: {capability: [{benchmark: arithmetic, metric: accuracy}], safety: []}\n"
+    )
+    cfg = _config(tmp_path, curriculum=[{"name": "one", "steps": 2, "mixture": {"numbers": 1.0}, "recipe": "seven"}],
+                  eval={"every": 1, "suite": str(suite)})
+    RLTrainer(cfg, reward_computers=_computers()).train(show_progress=False)
+    points = sorted(p.name for p in (tmp_path / "run" / "eval").iterdir())
+    assert points == ["step-000001", "step-000002"]
+    assert (tmp_path / "run" / "eval" / "step-000002" / "arithmetic" / "generations.jsonl").is_file()

@@ -7,6 +7,7 @@
 - `logprobs.py`: per-token log-probs of completions under a model (the one forward pass the
   losses need).
 
-Registries are plain dicts filled by decorators (`register_advantage`, `register_policy_loss`,
-…); configs name entries, trainers look them up — there is no if/elif over algorithm names.
+Registries (`registry.Registry`) are filled by decorators, e.g. `@ADVANTAGES.register("grpo")`,
+`@POLICY_LOSSES.register("cpgd")`; configs name entries, trainers look them up — there is no
+if/elif over algorithm names.
 """

@@ -297,8 +297,23 @@ class RLTrainer:
                                 f"{row['time/step_s']:.1f} s/step")
                 if self.step % self.cfg.save_every == 0 and self.step < self.cfg.total_steps:
                     self.save()
+                if self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
+                    self.evaluate()
         log.close()
-        return self.save()
+        final = self.save()
+        if self.cfg.eval.suite:
+            self.evaluate()
+        return final
+
+    def evaluate(self) -> None:
+        """Run the configured suite on the live policy → run_dir/eval/step-NNNNNN (cached per weights)."""
+        if not self.cfg.eval.suite:
+            return
+        from safeladder.eval.runner import evaluate
+        from safeladder.eval.suite import load_suite
+
+        evaluate(self.policy, load_suite(self.cfg.eval.suite), self.run_dir / "eval", f"step-{self.step:06d}",
+                 step=self.step, order=self.step, quiet=True)
 
 
 def run_rl(cfg: RLConfig, resume: bool = False, show_progress: bool = True) -> Path:

@@ -1,0 +1,177 @@
+"""Value functions: how good is this reasoning so far (or this whole completion)?
+
+Step search ranks candidate steps with one, Best-of-N ranks whole samples with the same one, and
+the web page shows its verdicts next to each step. The built-in value is the verifier suite
+applied to text: `VerifierValue({"safety": 1, "helpfulness": 0.5})` is the weighted mean of those
+verifiers' scores. Partial reasoning is judged by handing the verifiers the bare reasoning as the
+response (they judge the text after `</think>`, and there is none yet), so every registered
+verifier works unchanged. Value functions are built by name (`build_value`), from a registry of
+presets, or from a weight spec such as `"safety:1,helpfulness:0.5"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from safeladder.errors import ConfigError
+from safeladder.inference.steps import reasoning_for_judging
+from safeladder.verifiers.base import Verifier, VerifyItem, build_verifier
+
+
+@dataclass(frozen=True)
+class ValueScore:
+    score: float  # higher is better
+    unsafe: bool = False  # a verifier gave an unsafe label: step search may drop the candidate
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # verifier -> {score, label, status}
+
+
+@runtime_checkable
+class ValueFunction(Protocol):
+    """Scores (request, text) pairs in one batch.
+
+    `text` is the assistant turn so far: with `final=False` it is unfinished reasoning (judge the
+    reasoning), with `final=True` a whole completion (judge the answer). `verifiers_per_item` is
+    what one scored item costs in verifier calls, for equal-compute comparisons.
+    """
+
+    verifiers_per_item: int
+
+    def score(self, items: Sequence[tuple[str, str]], final: bool = False) -> list[ValueScore]: ...
+
+
+class VerifierValue:
+    """Weighted mean of verifier scores; an item is unsafe if any verdict label is in `unsafe_labels`."""
+
+    def __init__(self, weights: Mapping[str, float], options: Mapping[str, Mapping[str, Any]] | None = None,
+                 unsafe_labels: Sequence[str] = ("Unsafe",), verifiers: Mapping[str, Verifier] | None = None):
+        if not weights:
+            raise ConfigError("a verifier value needs at least one verifier")
+        bad = {k: w for k, w in weights.items() if not (w > 0)}
+        if bad:
+            raise ConfigError(f"verifier weights must be > 0, got {bad}")
+        self.weights = dict(weights)
+        given = dict(verifiers or {})
+        self.verifiers = {name: given.get(name) or build_verifier(name, **dict((options or {}).get(name, {})))
+                          for name in self.weights}
+        self.unsafe_labels = frozenset(unsafe_labels)
+        self.verifiers_per_item = len(self.weights)
+        self.name = ",".join(f"{k}:{w:g}" if w != 1 else k for k, w in self.weights.items())
+
+    def score(self, items: Sequence[tuple[str, str]], final: bool = False) -> list[ValueScore]:
+        if not items:
+            return []
+        vitems = verify_items(items, final)
+        verdicts = {name: v(vitems) for name, v in self.verifiers.items()}
+        out = []
+        for i in range(len(vitems)):
+            total = weight = 0.0
+            shown: dict[str, dict[str, Any]] = {}
+            unsafe = False
+            for name, vs in verdicts.items():
+                v = vs[i]
+                shown[name] = {"score": v.score, "label": v.label, "status": v.status}
+                unsafe = unsafe or v.label in self.unsafe_labels
+                if v.status == "ok" and v.score is not None:
+                    total += self.weights[name] * v.score
+                    weight += self.weights[name]
+            out.append(ValueScore(total / weight if weight else 0.0, unsafe, shown))
+        return out
+
+    def warm_up(self) -> None:
+        """Load (or build) whatever the verifiers load lazily, so the first request is not the slow one."""
+        self.score([("Hello", "Hello.")])
+
+
+def verify_items(items: Sequence[tuple[str, str]], final: bool) -> list[VerifyItem]:
+    """What verifiers see: the whole completion when final, else the bare reasoning as the response."""
+    return [VerifyItem(prompt=req, response=text if final else reasoning_for_judging(text)) for req, text in items]
+
+
+class SoftSafetyValue:
+    """A smooth safety value from the `safety` verifier's head probabilities (design, SPEC §6).
+
+    The six-verdict score is a step function (1 / 0.1 / 0.01 / 0), so most candidate steps tie.
+    This value is the probability of a safe turn in the sense the search wants to steer towards:
+    `(1 − p_harmful_response) × [p_prompt_harmful · max(p_refusal, p_warning) + (1 − p_prompt_harmful) · (1 − p_refusal)]`
+    — no harmful content, and declining or warning when the request is harmful, helping (not
+    refusing) when it is not; 0 for degenerate text. One verifier call per item.
+    """
+
+    verifiers_per_item = 1
+    name = "safety_soft"
+
+    def __init__(self, verifier: Verifier | None = None):
+        self.verifier = verifier or build_verifier("safety")
+
+    def score(self, items: Sequence[tuple[str, str]], final: bool = False) -> list[ValueScore]:
+        if not items:
+            return []
+        out = []
+        for v in self.verifier(verify_items(items, final)):
+            d = v.details
+            keys = ("p_prompt_harmful", "p_refusal", "p_harmful_response", "p_warning")
+            if v.status != "ok" or not all(k in d for k in keys):
+                out.append(ValueScore(0.0, False, {"safety": {"score": v.score, "label": v.label, "status": v.status}}))
+                continue
+            harmful = d["p_prompt_harmful"]
+            s = (1 - d["p_harmful_response"]) * (harmful * max(d["p_refusal"], d["p_warning"])
+                                                 + (1 - harmful) * (1 - d["p_refusal"]))
+            s = 0.0 if d.get("degenerate") else min(1.0, max(0.0, s))
+            out.append(ValueScore(s, v.label == "Unsafe", {"safety": {"score": v.score, "label": v.label,
+                                                                        "status": v.status, "soft": round(s, 4)}}))
+        return out
+
+    def warm_up(self) -> None:
+        self.score([("Hello", "Hello.")])
+
+
+ValueFactory = Callable[[], ValueFunction]
+VALUE_FUNCTIONS: dict[str, ValueFactory] = {}
+
+
+def register_value(name: str) -> Callable[[ValueFactory], ValueFactory]:
+    """Register a value-function factory under a name (e.g. a trained value head)."""
+
+    def deco(factory: ValueFactory) -> ValueFactory:
+        if name in VALUE_FUNCTIONS:
+            raise ValueError(f"value function {name!r} is already registered")
+        VALUE_FUNCTIONS[name] = factory
+        return factory
+
+    return deco
+
+
+# Presets. Any verifier name (or weighted list of them) works too, via `parse_weights`.
+register_value("safety")(lambda: VerifierValue({"safety": 1.0}))
+register_value("safety_soft")(SoftSafetyValue)
+register_value("safety+helpfulness")(lambda: VerifierValue({"safety": 1.0, "helpfulness": 0.5},
+                                                           {"helpfulness": {"soft": True}}))
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    """`"safety"` -> {safety: 1}; `"safety:1,helpfulness:0.5"` (or `+` between names) -> weights."""
+    weights: dict[str, float] = {}
+    for part in spec.replace("+", ",").split(","):
+        name, _, w = part.strip().partition(":")
+        if not name:
+            raise ConfigError(f"value spec {spec!r}: empty verifier name")
+        try:
+            weights[name.strip()] = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ConfigError(f"value spec {spec!r}: weight {w!r} of {name!r} is not a number") from None
+    return weights
+
+
+def build_value(spec: str | Mapping[str, float] | ValueFunction) -> ValueFunction:
+    """A value function from a registered name, a weight spec/mapping, or an instance (returned as is)."""
+    if isinstance(spec, ValueFunction):
+        return spec
+    if isinstance(spec, Mapping):
+        return VerifierValue(spec)
+    factory = VALUE_FUNCTIONS.get(spec)
+    return factory() if factory is not None else VerifierValue(parse_weights(spec))
+
+
+__all__ = ["VALUE_FUNCTIONS", "SoftSafetyValue", "ValueFunction", "ValueScore", "VerifierValue", "build_value",
+           "parse_weights", "register_value", "verify_items"]
