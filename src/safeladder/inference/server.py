@@ -18,25 +18,18 @@ environment variable guards /v1/*, and one lock (a single model thread) serialis
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import logging
-import os
 import secrets
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Mapping, Sequence, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import from_json
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from safeladder.errors import SafeLadderError
 from safeladder.format import SYSTEM_PROMPT, THINK_CLOSE
@@ -45,11 +38,10 @@ from safeladder.inference.step_search import SearchResult, SearchSettings, prepa
 from safeladder.inference.steps import THINK_PREFILL, Step, StepSettings
 from safeladder.inference.value import ValueFunction
 from safeladder.rollout.base import RolloutEngine
-from safeladder.verifiers.service import (
-    BackgroundServer, MetricsMiddleware, SafeJSONResponse, ServiceMetrics, json_safe, read_body,
+from safeladder.serving import (
+    BackgroundServer, RenewablePool, RequestMetrics, SafeJSONResponse, bearer_check, install_error_handlers, json_safe,
+    read_json_object, read_token, service_app, validation_payload, warn_if_open,
 )
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_ENV = "SAFELADDER_SERVE_TOKEN"
 CLOSE_MARGIN = 16  # room for the close tag the server may append to an unfinished reasoning
@@ -187,33 +179,14 @@ def openai_error(status: int, message: str, **extra: Any) -> SafeJSONResponse:
                              "detail": message, **extra}, status_code=status)
 
 
-def _validation_message(errors: Sequence[Mapping[str, Any]], limit: int = 10) -> str:
-    """'messages.0.role: Input should be …' for each problem, without echoing the input."""
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or '(body)'}: {e.get('msg', '')}" for e in errors[:limit]]
-    more = f"; … and {len(errors) - limit} more errors" if len(errors) > limit else ""
-    return "; ".join(parts) + more
-
-
 async def parse_body(request: Request, model: type[BModel], settings: ServeSettings, allow_empty: bool = False) -> BModel:
     """Body → validated `model`, or an HTTPException naming the problem (never a 5xx)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype and "json" not in ctype.lower():
-        raise HTTPException(415, f"content-type must be application/json, got {ctype[:60]!r}")
-    raw = await read_body(request, settings.max_body_bytes)
-    if not raw.strip():
-        if allow_empty:
-            return model()
-        raise HTTPException(422, "(body): expected a JSON object, got an empty body")
-    try:
-        data = from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        raise HTTPException(422, f"(body): invalid JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise HTTPException(422, f"(body): expected a JSON object, got {type(data).__name__}")
+    data = await read_json_object(request, settings.max_body_bytes, allow_empty=allow_empty)
     try:
         return model.model_validate(data)
-    except ValidationError as err:
-        raise HTTPException(422, _validation_message(err.errors(include_input=False, include_context=False))) from None
+    except ValidationError as err:  # the message only: OpenAI clients read `error.message`
+        msg = validation_payload(err.errors(include_input=False, include_context=False))[0]
+        raise HTTPException(422, msg) from None
 
 
 def _chat_of(messages: Sequence[ChatMessage], settings: ServeSettings) -> tuple[list[dict[str, str]], str | None]:
@@ -281,7 +254,7 @@ class Sessions:
             del self._items[sid]
 
 
-class _Metrics(ServiceMetrics):
+class _Metrics(RequestMetrics):
     KNOWN_ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/sessions", "/health", "/")
 
     def route_of(self, path: str) -> str:
@@ -306,11 +279,10 @@ def create_app(engine: RolloutEngine, settings: ServeSettings = ServeSettings(),
         config = getattr(getattr(engine, "model", None), "config", None)
         context_limit = getattr(config, "max_position_embeddings", None)
     value_name = None if value is None else getattr(value, "name", None) or settings.value or type(value).__name__
-    token = os.environ.get(settings.token_env) or None
-    token_bytes = token.encode("utf-8") if token else None
+    token_bytes = read_token(settings.token_env)
     metrics = _Metrics()
     sessions = Sessions(settings.max_sessions, settings.session_ttl_s)
-    pool = {"executor": ThreadPoolExecutor(1, thread_name_prefix="safeladder-model")}
+    pool = RenewablePool(1, "safeladder-model")
     lock = asyncio.Lock()  # one model call at a time (the single worker thread also guarantees it)
     base_steps = StepSettings(step_tokens=settings.step_tokens, max_steps=settings.max_steps,
                               answer_tokens=settings.max_tokens_limit, temperature=settings.temperature,
@@ -319,14 +291,13 @@ def create_app(engine: RolloutEngine, settings: ServeSettings = ServeSettings(),
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        old, pool["executor"] = pool["executor"], ThreadPoolExecutor(1, thread_name_prefix="safeladder-model")
-        old.shutdown(wait=False, cancel_futures=True)
+        pool.renew()
 
-    app = FastAPI(title="SafeLadder chat", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = service_app("SafeLadder chat", lifespan, metrics)
     app.state.settings, app.state.metrics, app.state.sessions = settings, metrics, sessions
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _install_error_handlers(app)
+    # every error OpenAI-shaped (`{"error": {"message", ...}}`, plus `detail`); library errors are the request's fault
+    install_error_handlers(app, openai_error, service="the chat server", field_errors=False,
+                           user_errors=(SafeLadderError,))
 
     async def run_model(fn: Callable[[], T]) -> T:
         try:
@@ -335,18 +306,11 @@ def create_app(engine: RolloutEngine, settings: ServeSettings = ServeSettings(),
             raise HTTPException(429, f"the model is busy; waited {settings.queue_timeout_s:g} s",
                                 headers={"Retry-After": "5"}) from None
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool["executor"], fn)
+            return await asyncio.get_running_loop().run_in_executor(pool.executor, fn)
         finally:
             lock.release()
 
-    def require_token(request: Request) -> None:
-        if token_bytes is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1", "replace"), token_bytes)
-        if not ok:
-            raise HTTPException(401, f"missing or wrong bearer token (the server reads it from ${settings.token_env})",
-                                headers={"WWW-Authenticate": "Bearer"})
+    require_token = bearer_check(token_bytes, settings.token_env)
 
     def check_context(prompt_len: int, new_tokens: int) -> None:
         if context_limit is not None and prompt_len + new_tokens > context_limit:
@@ -638,31 +602,6 @@ def _sse(gen: AsyncIterator[str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error is OpenAI-shaped JSON (`{"error": {"message", ...}}`, plus `detail`)."""
-
-    async def on_http(_req: Request, exc: StarletteHTTPException) -> Response:
-        resp = openai_error(exc.status_code, str(exc.detail))
-        for k, v in (getattr(exc, "headers", None) or {}).items():
-            resp.headers[k] = v
-        return resp
-
-    async def on_request_validation(_req: Request, exc: RequestValidationError) -> Response:
-        return openai_error(422, _validation_message(list(exc.errors())))
-
-    async def on_user_error(_req: Request, exc: SafeLadderError) -> Response:
-        return openai_error(422, str(exc))
-
-    async def on_internal(_req: Request, exc: Exception) -> Response:
-        log.exception("internal error in the chat server", exc_info=exc)
-        return openai_error(500, f"internal error ({type(exc).__name__}); see the server log")
-
-    app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, on_request_validation)  # type: ignore[arg-type]
-    app.add_exception_handler(SafeLadderError, on_user_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, on_internal)
-
-
 # --------------------------------------------------------------------------- running it
 
 
@@ -685,8 +624,7 @@ def serve(settings: ServeSettings) -> None:
     import uvicorn
 
     app = build_server_app(settings)
-    if not os.environ.get(settings.token_env) and settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without a bearer token; set $%s to require one", settings.host, settings.token_env)
+    warn_if_open(settings.host, settings.token_env)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

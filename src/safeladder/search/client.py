@@ -8,8 +8,6 @@ accepts (its advertised `max_queries`; Search-R1 servers advertise nothing: 256 
 from __future__ import annotations
 
 import json
-import os
-import time
 from typing import Any, Sequence
 
 import httpx
@@ -18,7 +16,7 @@ from safeladder.errors import SafeLadderError
 from safeladder.search.base import Passage, check_topk
 from safeladder.search.corpus import split_contents
 from safeladder.search.service import DEFAULT_TOKEN_ENV
-from safeladder.verifiers.client import RETRY_STATUSES, _detail, _retry_after
+from safeladder.verifiers.client import JsonService
 
 DEFAULT_CHUNK = 256
 
@@ -43,18 +41,15 @@ class RemoteRetriever:
             raise SafeLadderError("RemoteRetriever: max_retries and backoff must be >= 0, timeout > 0")
         self.base_url = base_url.rstrip("/")
         self.token_env, self.max_retries, self.backoff, self.chunk_size = token_env, max_retries, backoff, chunk_size
-        self._chunk_cache: int | None = None
-        headers = {"content-type": "application/json"}
-        token = os.environ.get(token_env)
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self._service = JsonService(self.base_url, f"retrieval service {self.base_url}", token_env, timeout=timeout,
+                                    max_retries=max_retries, backoff=backoff, transport=transport,
+                                    hints={401: f"; set ${token_env} to the server's token"})
 
     def __repr__(self) -> str:
         return f"RemoteRetriever({self.base_url!r})"
 
     def close(self) -> None:
-        self._http.close()
+        self._service.close()
 
     def __enter__(self) -> "RemoteRetriever":
         return self
@@ -71,35 +66,11 @@ class RemoteRetriever:
         return out
 
     def _chunk(self) -> int:
-        if self._chunk_cache is None:
-            limit = None
-            try:
-                limit = self._http.get("/health").json().get("limits", {}).get("max_queries")
-            except (httpx.HTTPError, ValueError, AttributeError):
-                pass  # a Search-R1 server has no /health; the retrieve call reports real failures
-            wanted = self.chunk_size or DEFAULT_CHUNK
-            self._chunk_cache = min(limit, wanted) if isinstance(limit, int) and limit > 0 else wanted
-        return self._chunk_cache
+        return self._service.per_request("max_queries", self.chunk_size or DEFAULT_CHUNK)
 
     def _post(self, queries: list[str], topk: int) -> list[list[Passage]]:
         body = json.dumps({"queries": queries, "topk": topk, "return_scores": True}).encode("utf-8")
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                resp = self._http.post("/retrieve", content=body)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    return self._decode(resp, len(queries))
-                last = f"retrieval service {self.base_url} answered HTTP {resp.status_code}: {_detail(resp)}"
-                if resp.status_code not in RETRY_STATUSES:
-                    raise SafeLadderError(last + (f"; set ${self.token_env} to the server's token" if resp.status_code == 401 else ""))
-                wait = max(wait, _retry_after(resp))
-            if attempt < self.max_retries:
-                time.sleep(wait)
-        raise SafeLadderError(f"retrieval service {self.base_url} failed after {self.max_retries + 1} attempts: {last}")
+        return self._service.post("/retrieve", body, lambda resp: self._decode(resp, len(queries)))
 
     def _decode(self, resp: httpx.Response, n: int) -> list[list[Passage]]:
         try:

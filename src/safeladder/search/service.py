@@ -8,38 +8,35 @@
 there for everyone else. The service faces untrusted input: every malformed request is a 4xx
 naming the field (strict types, no unknown keys, size limits enforced while reading the body,
 `topk` and query count and length capped), the bearer token comes from an environment variable,
-and only a broken index can produce a 5xx. The error handling, body reading and request metrics
-are the verifier service's own (`safeladder.verifiers.service`), so both services behave alike.
+and only a broken index can produce a 5xx. The error handling, body reading, auth and request
+metrics are shared with the other services (`safeladder.serving`), so they all behave alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import logging
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import from_json
+from pydantic import BaseModel, ConfigDict, Field
 
 from safeladder.search.base import Passage, Retriever, load_index
-from safeladder.verifiers.service import (
-    MetricsMiddleware,
+from safeladder.serving import (
+    RenewablePool,
+    RequestMetrics,
     SafeJSONResponse,
-    ServiceMetrics,
-    _install_error_handlers,
-    _validation_payload,
-    _ValidationFailure,
-    read_body,
+    bearer_check,
+    check_count,
+    detail_error,
+    install_error_handlers,
+    read_json_object,
+    read_token,
+    service_app,
+    validate,
+    warn_if_open,
 )
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_ENV = "SAFELADDER_RETRIEVER_TOKEN"
 DEFAULT_PORT = 8732
@@ -71,7 +68,7 @@ class RetrieveRequest(BaseModel):
     return_scores: bool = False
 
 
-class RetrievalMetrics(ServiceMetrics):
+class RetrievalMetrics(RequestMetrics):
     KNOWN_ROUTES = ("/retrieve", "/health", "/metrics")
 
     def __init__(self) -> None:
@@ -80,13 +77,11 @@ class RetrievalMetrics(ServiceMetrics):
 
     def summary(self) -> dict[str, Any]:
         return {
-            "uptime_s": round(time.time() - self.started, 3),
-            "requests": {"total": sum(self.by_status.values()),
-                         "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-                         "by_route": dict(self.by_route)},
+            "uptime_s": self.uptime_s(),
+            "requests": self.requests_json(),
             "internal_errors": self.internal_errors,
             "queries": self.queries,
-            "latency_ms": {r: self.percentiles(v) for r, v in self.latency_ms.items()},
+            "latency_ms": self.latency_json(),
         }
 
 
@@ -97,26 +92,9 @@ def hit_json(p: Passage, with_score: bool) -> dict[str, Any]:
 
 async def parse_retrieve(request: Request, settings: RetrievalSettings) -> RetrieveRequest:
     """Body → validated request, or a 4xx naming the problem."""
-    ctype = request.headers.get("content-type", "")
-    if ctype and "json" not in ctype.lower():
-        raise HTTPException(415, f"content-type must be application/json, got {ctype[:60]!r}")
-    raw = await read_body(request, settings.max_body_bytes)
-    if not raw.strip():
-        raise HTTPException(422, "(body): expected a JSON object, got an empty body")
-    try:
-        data = from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        raise HTTPException(422, f"(body): invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise HTTPException(422, f"(body): expected a JSON object, got {type(data).__name__}")
-    queries = data.get("queries")
-    if isinstance(queries, list) and len(queries) > settings.max_queries:
-        raise HTTPException(413, f"queries: {len(queries)} queries exceed the limit of {settings.max_queries} per request")
-    try:
-        req = RetrieveRequest.model_validate(data)
-    except ValidationError as err:
-        msg, errors = _validation_payload(err.errors(include_input=False, include_context=False))
-        raise _ValidationFailure(msg, errors) from None
+    data = await read_json_object(request, settings.max_body_bytes)
+    check_count(data, "queries", settings.max_queries)
+    req: RetrieveRequest = validate(RetrieveRequest, data)
     for i, q in enumerate(req.queries):
         if len(q) > settings.max_query_chars:
             raise HTTPException(422, f"queries.{i}: query too long ({len(q)} characters; the limit is {settings.max_query_chars})")
@@ -133,31 +111,19 @@ def create_app(settings: RetrievalSettings, retriever: Retriever | None = None) 
 
             raise ConfigError("index: give an index directory to serve (or pass a retriever)")
         retriever = load_index(settings.index)
-    token = os.environ.get(settings.token_env) or None
-    token_bytes = token.encode("utf-8") if token else None
-    pool = {"executor": ThreadPoolExecutor(1, thread_name_prefix="safeladder-retrieve")}  # one search at a time
+    token_bytes = read_token(settings.token_env)
+    pool = RenewablePool(1, "safeladder-retrieve")  # one search at a time
     metrics = RetrievalMetrics()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        old, pool["executor"] = pool["executor"], ThreadPoolExecutor(1, thread_name_prefix="safeladder-retrieve")
-        old.shutdown(wait=False, cancel_futures=True)
+        pool.renew()
 
-    app = FastAPI(title="SafeLadder retriever", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = service_app("SafeLadder retriever", lifespan, metrics)
     app.state.settings, app.state.retriever, app.state.metrics = settings, retriever, metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _install_error_handlers(app)
-
-    def require_token(request: Request) -> None:
-        if token_bytes is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1"), token_bytes)
-        if not ok:
-            raise HTTPException(401, f"missing or wrong bearer token (the server reads it from ${settings.token_env})",
-                                headers={"WWW-Authenticate": "Bearer"})
+    install_error_handlers(app, detail_error, service="the retrieval service")
+    require_token = bearer_check(token_bytes, settings.token_env)
 
     @app.get("/health")
     async def health() -> Response:
@@ -166,7 +132,7 @@ def create_app(settings: RetrievalSettings, retriever: Retriever | None = None) 
             "kind": getattr(retriever, "kind", type(retriever).__name__),
             "documents": len(getattr(retriever, "docs", ())),
             "auth": token_bytes is not None,
-            "uptime_s": round(time.time() - metrics.started, 3),
+            "uptime_s": metrics.uptime_s(),
             "limits": {"max_queries": settings.max_queries, "max_query_chars": settings.max_query_chars,
                        "max_topk": settings.max_topk, "default_topk": settings.default_topk,
                        "max_body_bytes": settings.max_body_bytes, "request_timeout_s": settings.request_timeout_s},
@@ -183,7 +149,7 @@ def create_app(settings: RetrievalSettings, retriever: Retriever | None = None) 
         queries = req.queries  # lone surrogates never get here: the JSON parser refuses them (422)
         loop = asyncio.get_running_loop()
         try:
-            found = await asyncio.wait_for(loop.run_in_executor(pool["executor"], retriever.retrieve, queries, topk),
+            found = await asyncio.wait_for(loop.run_in_executor(pool.executor, retriever.retrieve, queries, topk),
                                            settings.request_timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, f"the retriever did not answer within {settings.request_timeout_s:g} s") from None
@@ -198,6 +164,5 @@ def serve(settings: RetrievalSettings, retriever: Retriever | None = None) -> No
     import uvicorn
 
     app = create_app(settings, retriever)
-    if not os.environ.get(settings.token_env) and settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without a bearer token; set $%s to require one", settings.host, settings.token_env)
+    warn_if_open(settings.host, settings.token_env)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import httpx
 
@@ -23,6 +23,66 @@ DEFAULT_TOKEN_ENV = "SAFELADDER_VERIFIER_TOKEN"  # the same default as service.S
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_CHUNK = 256  # items per request when the server does not say its limit
 MAX_RETRY_AFTER_S = 30.0
+T = TypeVar("T")
+
+
+class JsonService:
+    """The HTTP side both remote clients share (this one and `search.client.RemoteRetriever`).
+
+    A bearer token from `$token_env`; POSTs retried on transient failures (connection errors,
+    429/502/503/504) with exponential back-off and the server's Retry-After, never on other
+    statuses (sending the same request again cannot fix them); the per-request limit the server
+    advertises in `/health` read once. `where` names the service in every error message.
+    """
+
+    def __init__(self, base_url: str, where: str, token_env: str, *, timeout: float, max_retries: int,
+                 backoff: float, transport: httpx.BaseTransport | None = None,
+                 hints: Mapping[int, str] | None = None) -> None:
+        self.where, self.max_retries, self.backoff = where, max_retries, backoff
+        self.hints = dict(hints or {})
+        self._limit_cache: int | None = None
+        headers = {"content-type": "application/json"}
+        token = os.environ.get(token_env)
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def per_request(self, limit_key: str, wanted: int) -> int:
+        """`wanted`, capped by the server's advertised `limits[limit_key]` (asked once; none: `wanted`)."""
+        if self._limit_cache is None:
+            limit = None
+            try:
+                limit = self.http.get("/health").json().get("limits", {}).get(limit_key)
+            except (httpx.HTTPError, ValueError, AttributeError):
+                pass  # no /health (e.g. Search-R1): the request itself reports an unreachable server properly
+            self._limit_cache = min(limit, wanted) if isinstance(limit, int) and limit > 0 else wanted
+        return self._limit_cache
+
+    def post(self, path: str, body: bytes, decode: Callable[[httpx.Response], T]) -> T:
+        """`decode` of the 200 answer to POST `path`, retrying transient failures; else SafeLadderError."""
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff * (2**attempt)
+            try:
+                resp = self.http.post(path, content=body)
+            except httpx.TransportError as exc:  # refused, reset, timed out: worth another try
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code == 200:
+                    return decode(resp)
+                last = self.describe(resp)
+                if resp.status_code not in RETRY_STATUSES:
+                    raise SafeLadderError(last)
+                wait = max(wait, retry_after(resp))
+            if attempt < self.max_retries:
+                time.sleep(wait)
+        raise SafeLadderError(f"{self.where} failed after {self.max_retries + 1} attempts: {last}")
+
+    def describe(self, resp: httpx.Response) -> str:
+        return f"{self.where} answered HTTP {resp.status_code}: {response_detail(resp)}{self.hints.get(resp.status_code, '')}"
 
 
 @register_verifier("remote")
@@ -48,12 +108,10 @@ class RemoteVerifier(Verifier):
         self.base_url, self.verifier = base_url.rstrip("/"), verifier
         self.token_env, self.max_retries, self.backoff = token_env, max_retries, backoff
         self.chunk_size = chunk_size
-        self._chunk_cache: int | None = None
-        token = os.environ.get(token_env)
-        headers = {"content-type": "application/json"}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self._service = JsonService(
+            self.base_url, f"verifier service {self.base_url} ({verifier!r})", token_env, timeout=timeout,
+            max_retries=max_retries, backoff=backoff, transport=transport,
+            hints={401: f"; set ${token_env} to the server's token", 413: "; pass a smaller chunk_size"})
 
     def __repr__(self) -> str:
         return f"RemoteVerifier({self.base_url!r}, {self.verifier!r})"
@@ -68,7 +126,7 @@ class RemoteVerifier(Verifier):
         return out
 
     def close(self) -> None:
-        self._http.close()
+        self._service.close()
 
     def __enter__(self) -> "RemoteVerifier":
         return self
@@ -80,36 +138,10 @@ class RemoteVerifier(Verifier):
 
     def _chunk(self) -> int:
         """Items per request: `chunk_size` (default 256), capped by the server's advertised `max_items`."""
-        if self._chunk_cache is None:
-            limit = None
-            try:
-                limit = self._http.get("/health").json().get("limits", {}).get("max_items")
-            except (httpx.HTTPError, ValueError, AttributeError):
-                pass  # the verify call itself will report an unreachable server properly
-            wanted = self.chunk_size or DEFAULT_CHUNK
-            self._chunk_cache = min(limit, wanted) if isinstance(limit, int) and limit > 0 else wanted
-        return self._chunk_cache
+        return self._service.per_request("max_items", self.chunk_size or DEFAULT_CHUNK)
 
     def _verify_chunk(self, items: Sequence[VerifyItem]) -> list[Verdict]:
-        body = self._encode(items)
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                resp = self._http.post("/v1/verify", content=body)
-            except httpx.TransportError as exc:  # refused, reset, timed out: worth another try
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code == 200:
-                    return self._decode(resp, len(items))
-                if resp.status_code not in RETRY_STATUSES:
-                    raise SafeLadderError(self._describe(resp))
-                last = self._describe(resp)
-                wait = max(wait, _retry_after(resp))
-            if attempt < self.max_retries:
-                time.sleep(wait)
-        raise SafeLadderError(
-            f"verifier service {self.base_url} ({self.verifier!r}) failed after {self.max_retries + 1} attempts: {last}")
+        return self._service.post("/v1/verify", self._encode(items), lambda resp: self._decode(resp, len(items)))
 
     def _encode(self, items: Sequence[VerifyItem]) -> bytes:
         payload = {"verifier": self.verifier, "items": [
@@ -132,17 +164,9 @@ class RemoteVerifier(Verifier):
             raise SafeLadderError(f"verifier service {self.base_url} sent {len(verdicts)} verdicts for {n} items")
         return verdicts
 
-    def _describe(self, resp: httpx.Response) -> str:
-        detail = _detail(resp)
-        where = f"verifier service {self.base_url} ({self.verifier!r})"
-        hint = {
-            401: f"; set ${self.token_env} to the server's token",
-            413: "; pass a smaller chunk_size",
-        }.get(resp.status_code, "")
-        return f"{where} answered HTTP {resp.status_code}: {detail}{hint}"
 
-
-def _detail(resp: httpx.Response) -> str:
+def response_detail(resp: httpx.Response) -> str:
+    """The server's `detail` (our services' error field), else the start of the body."""
     try:
         data: Any = resp.json()
         if isinstance(data, dict) and "detail" in data:
@@ -152,7 +176,8 @@ def _detail(resp: httpx.Response) -> str:
     return resp.text[:300] or resp.reason_phrase
 
 
-def _retry_after(resp: httpx.Response) -> float:
+def retry_after(resp: httpx.Response) -> float:
+    """The Retry-After header in seconds, capped at MAX_RETRY_AFTER_S (0 when absent or a date)."""
     try:
         seconds = float(resp.headers.get("retry-after", 0))
     except ValueError:  # an HTTP date: not worth parsing for a back-off hint

@@ -260,7 +260,30 @@ def _check_alias_sep(alias_sep: Any) -> str | None:
     return alias_sep
 
 
-class _AliasVerifier(Verifier):
+class ReferenceVerifier(Verifier):
+    """Base of verifiers that judge an answer against the aliases of `item.reference`.
+
+    An item without a reference answer is not applicable; `judge(text, aliases)` decides the rest.
+    Shared by the rule verifiers here and the search-stage ones (`search_rewards`).
+    """
+
+    alias_sep: str | None = "|"
+
+    @abstractmethod
+    def judge(self, text: str, aliases: list[str]) -> Verdict:
+        """The verdict on the judged text, given the reference's (non-empty) aliases."""
+
+    def verify(self, items: Sequence[VerifyItem]) -> list[Verdict]:
+        return [self._one(item) for item in items]
+
+    def _one(self, item: VerifyItem) -> Verdict:
+        aliases = reference_aliases(item.reference or "", self.alias_sep)
+        if not aliases:
+            return Verdict.not_applicable("no reference answer")
+        return self.judge(self.judged_text(item), aliases)
+
+
+class _AliasVerifier(ReferenceVerifier):
     """Shared by exact_match and token_f1: score = max over the reference's aliases."""
 
     def __init__(self, alias_sep: str | None = "|"):
@@ -274,14 +297,7 @@ class _AliasVerifier(Verifier):
     def label(self, score: float) -> str:
         """The discrete verdict for a best score."""
 
-    def verify(self, items: Sequence[VerifyItem]) -> list[Verdict]:
-        return [self._one(item) for item in items]
-
-    def _one(self, item: VerifyItem) -> Verdict:
-        aliases = reference_aliases(item.reference or "", self.alias_sep)
-        if not aliases:
-            return Verdict.not_applicable("no reference answer")
-        prediction = self.judged_text(item)
+    def judge(self, prediction: str, aliases: list[str]) -> Verdict:
         scores = [self.score(prediction, alias) for alias in aliases]
         best = max(range(len(aliases)), key=scores.__getitem__)
         details = {"prediction": normalize_answer(prediction), "aliases": aliases, "best_alias": aliases[best]}

@@ -20,13 +20,13 @@ from typing import Sequence
 from safeladder.errors import ConfigError
 from safeladder.search.confidence import confidence_or_default, is_confident, strip_confidence
 from safeladder.verifiers.base import Verdict, Verifier, VerifyItem, register_verifier
-from safeladder.verifiers.rules import normalize_answer, reference_aliases, token_f1
+from safeladder.verifiers.rules import ReferenceVerifier, normalize_answer, token_f1
 
 _METRICS = ("exact_match", "f1")
 _SEARCH_CALL = re.compile(r"<search>.*?</search>", re.DOTALL)
 
 
-class _SearchAnswerVerifier(Verifier):
+class _SearchAnswerVerifier(ReferenceVerifier):
     """Shared parsing: answer without the confidence tag, best score over aliases, stated confidence."""
 
     def __init__(self, metric: str = "exact_match", f1_threshold: float = 0.5, alias_sep: str | None = "|",
@@ -48,14 +48,7 @@ class _SearchAnswerVerifier(Verifier):
     def correct(self, score: float) -> bool:
         return score >= (self.f1_threshold if self.metric == "f1" else 1.0)
 
-    def verify(self, items: Sequence[VerifyItem]) -> list[Verdict]:
-        return [self._one(item) for item in items]
-
-    def _one(self, item: VerifyItem) -> Verdict:
-        aliases = reference_aliases(item.reference or "", self.alias_sep)
-        if not aliases:
-            return Verdict.not_applicable("no reference answer")
-        raw = self.judged_text(item)
+    def judge(self, raw: str, aliases: list[str]) -> Verdict:
         answer = strip_confidence(raw)
         score = self.score_answer(answer, aliases)
         confidence = confidence_or_default(raw, self.missing)  # type: ignore[arg-type]

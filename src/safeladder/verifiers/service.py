@@ -13,31 +13,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import hmac
 import importlib
 import importlib.util
-import json
 import logging
-import math
-import os
-import threading
 import time
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Literal, Mapping, Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import from_json
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from safeladder.errors import ConfigError, SafeLadderError
+from safeladder.serving import (  # noqa: F401 - json_safe, read_body, BackgroundServer re-exported (older imports)
+    BackgroundServer,
+    RenewablePool,
+    RequestMetrics,
+    SafeJSONResponse,
+    bearer_check,
+    check_count,
+    detail_error,
+    install_error_handlers,
+    json_safe,
+    read_body,
+    read_json_object,
+    read_token,
+    service_app,
+    validate,
+    validation_payload,
+    warn_if_open,
+)
 from safeladder.verifiers.base import Verdict, Verifier, VerifyItem, build_verifier
 from safeladder.verifiers.batching import MicroBatcher, call_isolating
 
@@ -47,7 +53,6 @@ DEFAULT_TOKEN_ENV = "SAFELADDER_VERIFIER_TOKEN"
 RECIPES_MODULE = "safeladder.verifiers.recipes"
 HAS_RECIPES = importlib.util.find_spec(RECIPES_MODULE) is not None  # the /v1/reward route needs it
 TEXT_FIELDS = ("prompt", "response", "reference", "label")
-MAX_ERRORS_SHOWN = 10
 
 
 class ServiceSettings(BaseModel):
@@ -110,105 +115,26 @@ class RewardRequest(BaseModel):
 # --------------------------------------------------------------------------- responses
 
 
-def json_safe(value: Any, depth: int = 0) -> Any:
-    """Plain JSON for anything a verifier may put in `details` (NaN → null, numpy → python)."""
-    if depth > 64:
-        return "…"
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value if value.bit_length() <= 14_000 else None  # json.dumps refuses > 4300 digits
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset, deque)):
-        return [json_safe(v, depth + 1) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return json_safe({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, depth + 1)
-    if isinstance(value, BaseModel):
-        return json_safe(value.model_dump(), depth + 1)
-    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
-        try:
-            return json_safe(value.tolist(), depth + 1)
-        except Exception:  # noqa: BLE001 - fall through to str
-            pass
-    return str(value)
-
-
-class SafeJSONResponse(JSONResponse):
-    """JSON that never fails to render: non-finite floats become null, lone surrogates are escaped."""
-
-    def render(self, content: Any) -> bytes:
-        clean = json_safe(content)
-        try:
-            return json.dumps(clean, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-        except UnicodeEncodeError:
-            return json.dumps(clean, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-def _error(status: int, detail: str, **extra: Any) -> SafeJSONResponse:
-    return SafeJSONResponse({"detail": detail, **extra}, status_code=status)
-
-
 def verdict_json(v: Verdict) -> dict[str, Any]:
     return {"score": v.score, "label": v.label, "status": v.status, "details": v.details}
-
-
-def _loc(loc: Sequence[Any]) -> str:
-    return ".".join(str(p) for p in loc) or "(body)"
-
-
-def _validation_payload(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """A readable message ('items.0.prompt: Input should be a valid string') without echoing input."""
-    shown = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-             for e in errors[:MAX_ERRORS_SHOWN]]
-    msg = "; ".join(f"{_loc(e['loc'])}: {e['msg']}" for e in shown)
-    if len(errors) > MAX_ERRORS_SHOWN:
-        msg += f"; … and {len(errors) - MAX_ERRORS_SHOWN} more errors"
-    return msg, shown
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-class ServiceMetrics:
-    """Request counts by status code, verdict counts, latency percentiles; all updated in the event loop."""
+class ServiceMetrics(RequestMetrics):
+    """Request metrics plus verdict counts per verifier and the batchers' sizes."""
 
     KNOWN_ROUTES = ("/v1/verify", "/v1/reward", "/health", "/metrics")
 
     def __init__(self) -> None:
-        self.started = time.time()
-        self.by_status: Counter[int] = Counter()
-        self.by_route: Counter[str] = Counter()
-        self.latency_ms: dict[str, deque[float]] = {}
-        self.internal_errors = 0
+        super().__init__()
         self.items_scored: Counter[str] = Counter()
         self.verdict_status: dict[str, Counter[str]] = {}
-
-    def route_of(self, path: str) -> str:
-        return path if path in self.KNOWN_ROUTES else "other"  # random paths must not grow the label set
-
-    def record_request(self, path: str, status: int, ms: float) -> None:
-        route = self.route_of(path)
-        self.by_status[status] += 1
-        self.by_route[route] += 1
-        self.latency_ms.setdefault(route, deque(maxlen=10_000)).append(ms)
-        if status >= 500:
-            self.internal_errors += 1
 
     def record_verdicts(self, verifier: str, verdicts: Sequence[Verdict]) -> None:
         self.items_scored[verifier] += len(verdicts)
         self.verdict_status.setdefault(verifier, Counter()).update(v.status for v in verdicts)
-
-    @staticmethod
-    def percentiles(values: Sequence[float]) -> dict[str, float]:
-        if not values:
-            return {"count": 0}
-        xs = sorted(values)
-        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731 - nearest rank
-        return {"count": len(xs), **{k: round(pick(q), 3) for k, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
-                "max": round(xs[-1], 3)}
 
     def snapshot(self, batchers: Mapping[str, MicroBatcher[Any, Any]]) -> dict[str, Any]:
         per_verifier = {
@@ -224,17 +150,13 @@ class ServiceMetrics:
         batches = sum(b.stats.batches for b in batchers.values())
         batched_items = sum(b.stats.items for b in batchers.values())
         return {
-            "uptime_s": round(time.time() - self.started, 3),
-            "requests": {
-                "total": sum(self.by_status.values()),
-                "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
-                "by_route": dict(self.by_route),
-            },
+            "uptime_s": self.uptime_s(),
+            "requests": self.requests_json(),
             "internal_errors": self.internal_errors,
             "items_scored": sum(self.items_scored.values()),
             "batches_run": batches,
             "mean_batch_size": round(batched_items / batches, 3) if batches else 0.0,
-            "latency_ms": {r: self.percentiles(v) for r, v in self.latency_ms.items()},
+            "latency_ms": self.latency_json(),
             "verifiers": per_verifier,
         }
 
@@ -265,78 +187,14 @@ def prometheus_text(snap: Mapping[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-class MetricsMiddleware:
-    """Pure ASGI middleware: counts every response by status code, including unhandled errors."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0, status = time.perf_counter(), 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except BaseException:
-            status = 500
-            raise
-        finally:
-            self.metrics.record_request(scope.get("path", ""), status, (time.perf_counter() - t0) * 1000)
-
-
 # --------------------------------------------------------------------------- request parsing
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over `limit` bytes, by Content-Length and while streaming."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise HTTPException(400, f"invalid Content-Length header {declared[:40]!r}")
-        if int(declared) > limit:
-            raise HTTPException(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # the client's doing, not an internal error (nobody reads the answer)
-        raise HTTPException(400, "client disconnected before sending the whole body") from None
-    return b"".join(chunks)
 
 
 async def parse_request(request: Request, model: type[BaseModel], settings: ServiceSettings) -> Any:
     """Body → validated `model`, or an HTTPException naming the problem (never a 5xx)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype and "json" not in ctype.lower():
-        raise HTTPException(415, f"content-type must be application/json, got {ctype[:60]!r}")
-    raw = await read_body(request, settings.max_body_bytes)
-    if not raw.strip():
-        raise HTTPException(422, "(body): expected a JSON object, got an empty body")
-    try:
-        data = from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        raise HTTPException(422, f"(body): invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise HTTPException(422, f"(body): expected a JSON object, got {type(data).__name__}")
-    items = data.get("items")
-    if isinstance(items, list) and len(items) > settings.max_items:
-        raise HTTPException(413, f"items: {len(items)} items exceed the limit of {settings.max_items} per request")
-    try:
-        parsed = model.model_validate(data)
-    except ValidationError as err:
-        msg, errors = _validation_payload(err.errors(include_input=False, include_context=False))
-        raise _ValidationFailure(msg, errors) from None
+    data = await read_json_object(request, settings.max_body_bytes)
+    check_count(data, "items", settings.max_items)
+    parsed = validate(model, data)
     for i, item in enumerate(getattr(parsed, "items", [])):
         for name in TEXT_FIELDS:
             text = getattr(item, name)
@@ -344,12 +202,6 @@ async def parse_request(request: Request, model: type[BaseModel], settings: Serv
                 raise HTTPException(
                     422, f"items.{i}.{name}: text too long ({len(text)} characters; the limit is {settings.max_chars})")
     return parsed
-
-
-class _ValidationFailure(Exception):
-    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.message, self.errors = message, errors
 
 
 def to_verify_items(items: Sequence[ItemIn]) -> list[VerifyItem]:
@@ -401,7 +253,7 @@ def build_recipe(config: Mapping[str, Any] | str) -> Any:
     try:
         return recipes.RewardComputer(recipes.RecipeConfig.model_validate(dict(config)))
     except ValidationError as err:
-        msg = _validation_payload(err.errors(include_input=False, include_context=False))[0]
+        msg = validation_payload(err.errors(include_input=False, include_context=False))[0]
         raise ConfigError(f"recipe: {msg}") from None
 
 
@@ -422,16 +274,12 @@ def create_app(
     served = build_served(settings, verifiers)
     if recipe is None and settings.recipe is not None:
         recipe = build_recipe(settings.recipe)
-    token = os.environ.get(settings.token_env) or None
-    token_bytes = token.encode("utf-8") if token else None
+    token_bytes = read_token(settings.token_env)
 
-    def new_pool() -> ThreadPoolExecutor:  # threads start lazily, so a spare pool costs nothing
-        return ThreadPoolExecutor(len(served) * settings.batch_concurrency + 2, thread_name_prefix="safeladder-verify")
-
-    pool = {"executor": new_pool()}
+    pool = RenewablePool(len(served) * settings.batch_concurrency + 2, "safeladder-verify")
     batchers: dict[str, MicroBatcher[VerifyItem, Verdict]] = {
         name: MicroBatcher(isolated_verify(v), settings.max_batch_items, settings.max_wait_ms,
-                           concurrency=settings.batch_concurrency, executor=pool["executor"])
+                           concurrency=settings.batch_concurrency, executor=pool.executor)
         for name, v in served.items()
     }
     metrics = ServiceMetrics()
@@ -441,25 +289,14 @@ def create_app(
         yield
         for b in batchers.values():
             await b.close()
-        old, pool["executor"] = pool["executor"], new_pool()  # the app may be served again later
+        fresh = pool.renew()  # the app may be served again later
         for b in batchers.values():
-            b.executor = pool["executor"]
-        old.shutdown(wait=False, cancel_futures=True)
+            b.executor = fresh
 
-    app = FastAPI(title="SafeLadder verifiers", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = service_app("SafeLadder verifiers", lifespan, metrics)
     app.state.settings, app.state.verifiers, app.state.batchers, app.state.metrics = settings, served, batchers, metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _install_error_handlers(app)
-
-    def require_token(request: Request) -> None:
-        if token_bytes is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1"), token_bytes)
-        if not ok:
-            raise HTTPException(401, f"missing or wrong bearer token (the server reads it from ${settings.token_env})",
-                                headers={"WWW-Authenticate": "Bearer"})
+    install_error_handlers(app, detail_error, service="the verifier service")
+    require_token = bearer_check(token_bytes, settings.token_env)
 
     async def with_timeout(coro: Any, what: str) -> Any:
         try:
@@ -473,7 +310,7 @@ def create_app(
             "status": "ok",
             "verifiers": sorted(served),
             "recipe": recipe is not None,
-            "uptime_s": round(time.time() - metrics.started, 3),
+            "uptime_s": metrics.uptime_s(),
             "auth": token_bytes is not None,
             "limits": {"max_items": settings.max_items, "max_chars": settings.max_chars,
                        "max_body_bytes": settings.max_body_bytes, "request_timeout_s": settings.request_timeout_s},
@@ -508,7 +345,7 @@ def create_app(
 
         async def locked_compute(items: list[VerifyItem], group_ids: list[int] | None) -> Any:
             async with recipe_lock:
-                return await asyncio.get_running_loop().run_in_executor(pool["executor"], compute, items, group_ids)
+                return await asyncio.get_running_loop().run_in_executor(pool.executor, compute, items, group_ids)
 
         @app.post("/v1/reward", dependencies=[Depends(require_token)])
         async def reward(request: Request) -> Response:
@@ -525,77 +362,7 @@ def create_app(
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error is JSON `{"detail": ...}`; validation problems name the field path."""
-
-    async def on_http(_req: Request, exc: StarletteHTTPException) -> Response:
-        resp = _error(exc.status_code, str(exc.detail))
-        for k, v in (getattr(exc, "headers", None) or {}).items():
-            resp.headers[k] = v
-        return resp
-
-    async def on_validation(_req: Request, exc: _ValidationFailure) -> Response:
-        return _error(422, exc.message, errors=exc.errors)
-
-    async def on_request_validation(_req: Request, exc: RequestValidationError) -> Response:
-        msg, errors = _validation_payload(list(exc.errors()))
-        return _error(422, msg, errors=errors)
-
-    async def on_internal(_req: Request, exc: Exception) -> Response:
-        log.exception("internal error in the verifier service", exc_info=exc)
-        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
-
-    app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
-    app.add_exception_handler(_ValidationFailure, on_validation)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, on_request_validation)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, on_internal)
-
-
 # --------------------------------------------------------------------------- running it
-
-
-class BackgroundServer:
-    """A real uvicorn server in a daemon thread, e.g. next to a trainer, in tests and benchmarks.
-
-    `with BackgroundServer(app) as srv: RemoteVerifier(srv.url, name)`; port 0 picks a free port
-    (the socket is bound here, so there is no race between choosing the port and listening).
-    """
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
-        import socket
-
-        import uvicorn
-
-        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
-        # and without it Nagle + delayed ACKs add ~40 ms to every keep-alive request.
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.host, self.port = host, self._sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"safeladder-verifier-service:{self.port}", daemon=True)
-
-    def start(self, timeout: float = 30.0) -> "BackgroundServer":
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the verifier service did not start on {self.url}")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout)
-        self._sock.close()
-
-    def __enter__(self) -> "BackgroundServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def serve(settings: ServiceSettings, verifiers: Mapping[str, Verifier] | None = None) -> None:
@@ -603,8 +370,7 @@ def serve(settings: ServiceSettings, verifiers: Mapping[str, Verifier] | None = 
     import uvicorn
 
     app = create_app(settings, verifiers)
-    if not os.environ.get(settings.token_env) and settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s without a bearer token; set $%s to require one", settings.host, settings.token_env)
+    warn_if_open(settings.host, settings.token_env)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
@@ -630,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             settings = ServiceSettings(**overrides)
         except ValidationError as err:
-            raise ConfigError(_validation_payload(err.errors(include_input=False, include_context=False))[0]) from None
+            raise ConfigError(validation_payload(err.errors(include_input=False, include_context=False))[0]) from None
     serve(settings)
 
 
