@@ -49,6 +49,7 @@ def rl(
     config: Path = typer.Option(..., "--config", "-c", help="RL config YAML (or a preset name, e.g. rl_cpu)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set optim.lr=1e-5"),
+    ray: bool = typer.Option(False, "--ray", help="Rollout workers as Ray actors (a local cluster unless ray.address is set)."),
 ) -> None:
     """Stage 2: M³-RL through the configured curriculum (also stages 3–4 with their configs)."""
     from safeladder.config import load_config
@@ -57,7 +58,11 @@ def rl(
     from safeladder.train.rl_config import RLConfig
 
     path = config if config.exists() or config.suffix in (".yaml", ".yml") else preset_path(str(config))
-    cfg = load_config(path, RLConfig, _overrides(set_))
+    overrides = _overrides(set_)
+    if ray:
+        overrides = {**overrides, "ray": overrides.get("ray") or {},
+                     "rollout": {**overrides.get("rollout", {}), "engine": "ray"}}
+    cfg = load_config(path, RLConfig, overrides)
     final = run_rl(cfg, resume=resume)
     console.print(f"[green]RL done[/] · final model: {final}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from safeladder.rollout import SamplingSettings, rollout
@@ -95,3 +96,31 @@ def test_tool_turns_are_masked_and_text_continues(tiny_policy):
     if k < len(r.completion_ids):
         ref = _teacher_forced_logprobs(tiny_policy.model, r.prompt_ids + r.completion_ids[:k], r.completion_ids[k:], 1.5)
         assert torch.allclose(torch.tensor(r.logprobs[k:]), ref, atol=1e-4)
+
+
+def test_a_split_batch_samples_exactly_like_the_whole(tiny_policy):
+    """Seeds follow each prefix's index in the whole batch, so Ray workers can each take a slice."""
+    engine = TransformersEngine(tiny_policy.model, tiny_policy.tokenizer)
+    prompts = _prompts(tiny_policy, ["What is 47 + 38?", "0 1 2 3", "I can't help with that."])
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0, n=2, seed=11)
+    ids = lambda out: [[c.token_ids for c in group] for group in out]  # noqa: E731
+    whole = ids(engine.sample(prompts, settings))
+    split = ids(engine.sample(prompts[:1], settings)) + ids(engine.sample(prompts[1:], settings, first_index=1))
+    one_by_one = ids(engine.sample(prompts, SamplingSettings(max_new_tokens=6, temperature=1.0, n=2, seed=11, batch_size=1)))
+    assert whole == split == one_by_one
+    assert len({tuple(c) for c in whole[0]}) > 1  # the n samples of a prefix get different streams
+    shifted = ids(engine.sample(prompts[1:], settings))  # same prompts at other indices: other seeds
+    assert shifted != whole[1:]
+
+
+def test_inverse_cdf_sampling_follows_the_distribution_and_skips_zero_mass():
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.3, 0.2]])).repeat(4000, 1)
+    tokens, _ = sample_next(logits, 1.0, 1.0, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    assert freq[1] == 0
+    assert torch.allclose(freq, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.03)
+    gens = [torch.Generator().manual_seed(7) for _ in range(3)]  # equal seeds per row: equal picks
+    picks, _ = sample_next(torch.randn(1, 50).repeat(3, 1), 1.0, 0.9, gens)
+    assert len(set(picks.tolist())) == 1
+    with pytest.raises(ValueError, match="NaN"):
+        sample_next(torch.full((1, 4), float("nan")), 1.0, 1.0, None)

@@ -47,17 +47,18 @@ def completion_logprobs(
     Only the completion span's logits are gathered (prompt positions are never materialised
     over the vocabulary beyond what the model computes).
     """
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    device = next(model.parameters()).device
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
     logits = out.logits  # (B, L, V)
     b, t = batch.targets.shape
     # position start+j−1 predicts completion token j
-    idx = (batch.start[:, None] - 1 + torch.arange(t)[None, :]).clamp(max=logits.shape[1] - 1)  # (B, T)
-    picked = logits[torch.arange(b)[:, None], idx]  # (B, T, V)
+    idx = (batch.start.to(device)[:, None] - 1 + torch.arange(t, device=device)[None, :]).clamp(max=logits.shape[1] - 1)  # (B, T)
+    picked = logits[torch.arange(b, device=device)[:, None], idx]  # (B, T, V)
     picked = picked.float() / (temperature if temperature > 0 else 1.0)
     logp_all = torch.log_softmax(picked, dim=-1)
-    logp = logp_all.gather(-1, batch.targets[:, :, None]).squeeze(-1)  # (B, T)
+    logp = logp_all.gather(-1, batch.targets.to(device)[:, :, None]).squeeze(-1)  # (B, T)
     entropy = None
     if with_entropy:
         with torch.no_grad():
             entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, T)
-    return logp * batch.mask, entropy
+    return logp * batch.mask.to(device), entropy

@@ -5,11 +5,17 @@ encoded once and its cache repeated for the n samples of its group (generate re-
 times), rows that finish leave the batch at once (generate keeps computing them until the
 longest row ends), and the sampling log-probs come out of the same loop (no second pass). It
 also skips generate's per-step framework overhead, measured at ~100 ms/step on our 2-core CPU.
+
+Seeding is per row: sample k of prefix i draws from its own generator, seeded with
+`prefix_seed(seed, i) + k` where i is the prefix's index in the caller's whole batch. So how a
+batch is split (batch_size, Ray workers each taking a slice) does not change what is sampled,
+and vLLM, which seeds each request and gives its k-th child seed + k, follows the same layout.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import hashlib
+from typing import Any, Sequence, Union
 
 import torch
 
@@ -27,7 +33,45 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+# One generator for all rows, one per row (seeded sampling), or None (the global RNG).
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def prefix_seed(seed: int, index: int) -> int:
+    """The seed of prefix `index` of a batch sampled with `seed`; its k-th sample uses + k.
+
+    A hash, not seed + index, so neighbouring steps (seed, seed + 1) never share streams.
+    62 bits, so + k stays a valid int64 seed for torch and vLLM.
+    """
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
+
+
+def _uniforms(rows: int, generator: Generators, device: torch.device) -> torch.Tensor:
+    """(R,) uniforms in [0, 1); row j drawn from generator[j] when one is given per row."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(rows, generator=generator, device=device)
+    if len(generator) != rows:
+        raise ValueError(f"{len(generator)} generators for {rows} rows")
+    return torch.cat([torch.rand(1, generator=g, device=device) for g in generator])
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Row-wise categorical draw from unnormalised `probs` (R, V) with uniforms u (R,) -> (R,).
+
+    Several times faster than torch.multinomial on CPU, and it takes one uniform per row, which
+    is what per-row generators need. Zero-probability entries are never picked: the first index
+    whose cumulative mass exceeds u·total always has mass of its own.
+    """
+    cdf = probs.cumsum(-1)  # (R, V)
+    total = cdf[:, -1:]  # (R, 1)
+    if not bool(((total > 0) & torch.isfinite(total)).all()):
+        raise ValueError("cannot sample: a row's probabilities are NaN, infinite or all zero (bad logits?)")
+    target = torch.minimum(u[:, None].to(cdf.dtype) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; return (tokens (R,), their log-probs (R,)).
 
     The log-prob is that of the temperature-scaled distribution before top-p truncation, i.e.
@@ -39,13 +83,13 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
         tokens = logp.argmax(dim=-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     logp = torch.log_softmax(logits / temperature, dim=-1)  # (R, V)
-    probs = logp.exp()
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs, order = logp.exp(), None
+    if top_p < 1.0:  # sample in sorted order, then map back to token ids
+        probs, order = probs.sort(dim=-1, descending=True)
+        outside = probs.cumsum(-1) - probs > top_p  # keep the smallest set reaching top_p
+        probs = probs.masked_fill(outside, 0.0)
+    picks = _inverse_cdf(probs, _uniforms(probs.shape[0], generator, probs.device))  # (R,)
+    tokens = picks if order is None else order.gather(-1, picks[:, None]).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -61,27 +105,34 @@ class TransformersEngine:
     def sync_weights(self, model: Any) -> None:
         self.model = model  # same process, same tensors: nothing to copy
 
-    def sample(self, prefixes: Sequence[Sequence[int]], settings: SamplingSettings) -> list[list[Completion]]:
-        generator = None
-        if settings.seed is not None:
-            generator = torch.Generator(device=self._device).manual_seed(settings.seed)
+    def sample(self, prefixes: Sequence[Sequence[int]], settings: SamplingSettings, first_index: int = 0) -> list[list[Completion]]:
+        """`first_index`: where prefixes[0] sits in the caller's whole batch (seeds follow it)."""
         was_training = self.model.training
         self.model.eval()
         out: list[list[Completion]] = []
         try:
             for start in range(0, len(prefixes), settings.batch_size):
                 chunk = prefixes[start : start + settings.batch_size]
-                out.extend(self._sample_chunk(chunk, settings, generator))
+                out.extend(self._sample_chunk(chunk, settings, self._generators(settings, first_index + start, len(chunk))))
         finally:
             self.model.train(was_training)
         return out
+
+    def _generators(self, s: SamplingSettings, first: int, count: int) -> list[torch.Generator] | None:
+        """One generator per output row (prefix-major, n rows per prefix); None when unseeded."""
+        if s.seed is None:
+            return None
+        return [
+            torch.Generator(device=self._device).manual_seed(prefix_seed(s.seed, first + i) + k)
+            for i in range(count) for k in range(s.n)
+        ]
 
     @property
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     @torch.inference_mode()
-    def _sample_chunk(self, prefixes: Sequence[Sequence[int]], s: SamplingSettings, generator: torch.Generator | None) -> list[list[Completion]]:
+    def _sample_chunk(self, prefixes: Sequence[Sequence[int]], s: SamplingSettings, generators: list[torch.Generator] | None) -> list[list[Completion]]:
         device, n = self._device, s.n
         if any(len(p) == 0 for p in prefixes):
             raise ValueError("every prefix needs at least one token")
@@ -105,9 +156,10 @@ class TransformersEngine:
         logps: list[list[float]] = [[] for _ in range(logits.shape[0])]
         reasons: list[FinishReason | None] = [None] * logits.shape[0]
         for step in range(s.max_new_tokens):
-            tok, lp = sample_next(logits, s.temperature, s.top_p, generator)
+            live = rows.tolist()
+            tok, lp = sample_next(logits, s.temperature, s.top_p, None if generators is None else [generators[r] for r in live])
             keep: list[int] = []
-            for j, (r, t, l) in enumerate(zip(rows.tolist(), tok.tolist(), lp.tolist())):
+            for j, (r, t, l) in enumerate(zip(live, tok.tolist(), lp.tolist())):
                 tokens[r].append(t)
                 logps[r].append(l)
                 reasons[r] = self._finished(tokens[r], t, s)

@@ -51,7 +51,7 @@ def rollout(
     if env is None:
         return rollouts
     tokenizer = engine.tokenizer
-    for _turn in range(1, max_turns):
+    for turn in range(1, max_turns):
         waiting = []
         for r in rollouts:
             if r.finish_reason != "stop" or r.n_model_tokens >= settings.max_new_tokens:
@@ -70,7 +70,8 @@ def rollout(
         budget = max(1, min(settings.max_new_tokens - r.n_model_tokens for r in waiting))
         more = engine.sample(
             [r.prompt_ids + r.completion_ids for r in waiting],
-            replace(settings, n=1, stop=stop, max_new_tokens=budget, seed=None),
+            replace(settings, n=1, stop=stop, max_new_tokens=budget,
+                    seed=None if settings.seed is None else settings.seed + 1_000_003 * turn),
         )
         for r, (c,) in zip(waiting, more):
             r.completion_ids += c.token_ids

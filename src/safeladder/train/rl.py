@@ -222,15 +222,16 @@ class RLTrainer:
                 with autocast(self.model, self.cfg.precision):
                     logp, entropy = completion_logprobs(self.model, tb, temperature, with_entropy=epoch == 0)
                 logp_old = old[k] if old[k] is not None else logp.detach()
-                adv = batch.advantages[m]  # (b,)
-                pg, pm = self.policy_loss(logp, logp_old, adv, tb.mask, a.clip_eps, self.aggregation)
+                adv = batch.advantages[m].to(logp.device)  # (b,)
+                mask = tb.mask.to(logp.device)  # (b, T)
+                pg, pm = self.policy_loss(logp, logp_old, adv, mask, a.clip_eps, self.aggregation)
                 loss = pg
                 if a.drift_coef > 0:
-                    drift = cpgd_drift(logp, logp_old, tb.mask, self.aggregation)
+                    drift = cpgd_drift(logp, logp_old, mask, self.aggregation)
                     loss = loss + a.drift_coef * drift
                     sums["drift"] += float(drift.detach()) / len(micro) / a.epochs
                 if a.kl_coef > 0:
-                    kl = self.aggregation(kl_k3(logp, refs[k]), tb.mask)
+                    kl = self.aggregation(kl_k3(logp, refs[k].to(logp.device)), mask)
                     loss = loss + a.kl_coef * kl
                     sums["kl"] += float(kl.detach()) / len(micro) / a.epochs
                 share = float(units(tb.mask)) / total_units
@@ -239,7 +240,7 @@ class RLTrainer:
                 sums["pg_loss"] += float(pg.detach()) * share / a.epochs
                 sums["clip_frac"] += pm.get("clip_frac", 0.0) / len(micro) / a.epochs
                 if entropy is not None:
-                    sums["entropy"] += float((entropy * tb.mask).sum() / tb.mask.sum().clamp(min=1)) / len(micro)
+                    sums["entropy"] += float((entropy * mask).sum() / mask.sum().clamp(min=1)) / len(micro)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip))
             self.optimizer.step()
             self.scheduler.step()

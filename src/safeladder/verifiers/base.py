@@ -108,6 +108,7 @@ BUILTIN_VERIFIER_MODULES: list[str] = [
     "safeladder.verifiers.guards",
     "safeladder.verifiers.client",
     "safeladder.verifiers.search_rewards",
+    "safeladder.distributed.verifier_pool",  # "ray_pool" (Ray itself is imported only when used)
 ]
 
 
