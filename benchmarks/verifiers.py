@@ -1,7 +1,13 @@
 """Verifier throughput: in-process batched vs the HTTP service, batched and one item per request.
 
     .venv/bin/python benchmarks/verifiers.py --verifier safety --seconds 10
+    .venv/bin/python benchmarks/verifiers.py --verifier safety --group 1   # every item its own prompt
+    .venv/bin/python benchmarks/verifiers.py --verifier safety --encoder-detail   # + encoder paths, FLOP bound
     .venv/bin/python benchmarks/verifiers.py --verifier fake   # simulated model, no weights needed
+
+Items model RL scoring: `--group` answers share each prompt (default 8, a GRPO group), every
+answer is different, and no item is ever repeated (so no cache sees the same item twice; the
+encoder's prompt cache does see a group's prompt again, as it would in training).
 
 Prints verdicts/s for
   1. in-process, batched (`--batch` items per call);
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -62,9 +69,10 @@ class SimulatedVerifier(Verifier):
         return [Verdict(min(1.0, len(self.judged_text(it)) / 200), "fake") for it in items]
 
 
-def make_item(i: int) -> VerifyItem:
-    """Item number `i`; every index gives a different prompt and answer, so no cache flatters the figures."""
-    prompt = f"{PROMPTS[i % len(PROMPTS)]} (case {i}, variant {i * 31 % 97})"
+def make_item(i: int, group: int = 1) -> VerifyItem:
+    """Item number `i`: a different answer for every index; `group` consecutive items share a prompt."""
+    g = i // group
+    prompt = f"{PROMPTS[g % len(PROMPTS)]} (case {g}, variant {g * 31 % 97})"
     answer = f"{ANSWERS[(i * 7) % len(ANSWERS)]} {ANSWERS[(i // 6) % len(ANSWERS)].split('.')[0]} (ref {i})."
     return VerifyItem(prompt, f"<think>Let me think about request {i}.</think> {answer}",
                       label="benign" if i % 2 else "harmful", metadata={"id": f"bench-{i}"})
@@ -73,11 +81,11 @@ def make_item(i: int) -> VerifyItem:
 class ItemStream:
     """Item indices for one measurement: its own range (modes never share items), cycling over `distinct`."""
 
-    def __init__(self, start: int, distinct: int) -> None:
-        self.start, self.distinct, self.next = start, distinct, 0
+    def __init__(self, start: int, distinct: int, group: int = 1) -> None:
+        self.start, self.distinct, self.group, self.next = start, distinct, group, 0
 
     def take(self, n: int) -> list[VerifyItem]:
-        out = [make_item(self.start + (self.next + j) % self.distinct) for j in range(n)]
+        out = [make_item(self.start + (self.next + j) % self.distinct, self.group) for j in range(n)]
         self.next += n
         return out
 
@@ -123,6 +131,85 @@ def served(verifier: Verifier, name: str, max_batch: int, max_items: int):
     return BackgroundServer(create_app(settings, {name: verifier}))
 
 
+# --------------------------------------------------------------------------- the encoder, in detail
+
+def _median_rate(fns: dict[str, Any], n_items: int, seconds: float) -> dict[str, float]:
+    """items/s of each path: rounds interleaved (a shared machine's load hits every path alike), median."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop or min(len(v) for v in times.values()) < 3:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: n_items / sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def encoder_flops(tokens: int, layers: int = 6, hidden: int = 384, ffn: int = 1536) -> float:
+    """Multiply-adds x 2 of one MiniLM pass over `tokens` tokens: the Linear layers plus QK^T and AV."""
+    linear = 2 * tokens * layers * (4 * hidden * hidden + 2 * hidden * ffn)
+    attention = 2 * layers * 2 * tokens * tokens * hidden
+    return float(linear + attention)
+
+
+def matmul_gflops(seconds: float = 2.0) -> dict[str, float]:
+    """Measured throughput of the encoder's biggest matrix product (4096 tokens x 384 -> 1536), fp32 and int8."""
+    import torch
+    from safeladder.verifiers.embeddings import _quantize
+
+    x, lin = torch.randn(4096, 384), torch.nn.Linear(384, 1536)
+    q = _quantize(torch.nn.Sequential(lin))
+    flops = 2 * 4096 * 384 * 1536
+    rates = _median_rate({"fp32": lambda: lin(x), "int8": lambda: q(x)}, 1, seconds)
+    return {k: flops * v / 1e9 for k, v in rates.items()}
+
+
+def encoder_report(items: Sequence[VerifyItem], seconds: float) -> dict[str, float]:
+    """The encoder work of the `safety` verifier by path, timed in one run, and the FLOP bound it implies.
+
+    old        4 texts per item encoded separately (prompt, answer, opening, tail), fp32: HEADS_VERSION <= 4
+    one_pass   each distinct prompt and answer once; opening, first sentence and tail pooled from its pass
+    +int8      the same with int8 dynamic quantisation of the Linear layers
+    """
+    import torch
+    from safeladder.verifiers.embeddings import Embedder
+    from safeladder.verifiers.heads import encode_inputs, opening, tail
+
+    prompts = [it.prompt for it in items]
+    answers = [_answer(it) for it in items]  # what the verifiers judge: the text after </think>
+    fp32, int8 = Embedder(quantize=False, cache_size=0), Embedder(quantize=True, cache_size=0)
+    old_texts = list(dict.fromkeys([*prompts, *answers, *map(opening, answers), *map(tail, answers)]))
+    rates = _median_rate({
+        "old_4_texts_fp32": lambda: fp32.encode(old_texts),
+        "one_pass_fp32": lambda: encode_inputs(fp32, prompts, answers),
+        "one_pass_int8": lambda: encode_inputs(int8, prompts, answers),
+    }, len(items), max(seconds, 6.0))
+    base = rates["old_4_texts_fp32"]
+    for name, rate in rates.items():
+        print(f"encoder, {name:17s} {rate:7.1f} items/s  ({rate / base:.2f}x the old path)", flush=True)
+
+    seqs = [len(ids) + 2 for ids, _ in fp32._tokenize(list(dict.fromkeys(prompts)) + list(dict.fromkeys(answers)))]
+    gflop_item = sum(encoder_flops(t) for t in seqs) / len(items) / 1e9
+    peak = matmul_gflops()
+    out = {f"encoder_{k}": v for k, v in rates.items()}
+    out.update({"tokens_per_item": sum(seqs) / len(items), "gflop_per_item": gflop_item,
+                "matmul_gflops_fp32": peak["fp32"], "matmul_gflops_int8": peak["int8"],
+                "bound_items_per_s_fp32": peak["fp32"] / gflop_item, "bound_items_per_s_int8": peak["int8"] / gflop_item,
+                "gflops_needed_for_500": 500 * gflop_item, "threads": torch.get_num_threads()})
+    print(f"FLOP bound: {out['tokens_per_item']:.1f} encoder tokens/item = {gflop_item:.3f} GFLOP/item; "
+          f"500 items/s needs {out['gflops_needed_for_500']:.0f} GFLOP/s; measured matmul "
+          f"{peak['fp32']:.0f} GFLOP/s fp32, {peak['int8']:.0f} GOP/s int8 -> at most "
+          f"{out['bound_items_per_s_fp32']:.0f} (fp32) / {out['bound_items_per_s_int8']:.0f} (int8) items/s "
+          f"if the whole encoder ran at matmul speed", flush=True)
+    return out
+
+
+def _answer(item: VerifyItem) -> str:
+    from safeladder.format import answer_text
+
+    return answer_text(item.response)
+
+
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     out = {}
     for pair in pairs:
@@ -143,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     ap.add_argument("--batch", type=int, default=64, help="items per call / per batched request")
     ap.add_argument("--batch-clients", type=int, default=4, help="concurrent clients sending batched requests")
     ap.add_argument("--clients", type=int, default=64, help="concurrent clients sending one item each")
+    ap.add_argument("--group", type=int, default=8, help="answers per prompt (a GRPO group; 1 = every prompt distinct)")
+    ap.add_argument("--encoder-detail", action="store_true",
+                    help="also time the encoder paths (old 4 texts/item vs one pass, fp32 vs int8) and a FLOP bound")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -151,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         verifier = SimulatedVerifier(**options) if args.verifier == "fake" else build_verifier(args.verifier, **options)
     except (SafeLadderError, ImportError) as exc:
         sys.exit(f"cannot build verifier {args.verifier!r}: {exc}\n(try --verifier fake, or a rule verifier like format)")
-    stream = lambda k: ItemStream(k * 100_000_000, args.items)  # noqa: E731 - measurement k's own items
+    stream = lambda k: ItemStream(k * 100_000_000, args.items, args.group)  # noqa: E731 - measurement k's own items
+    print(f"items: {args.group} answer(s) per prompt, every answer distinct; load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     verifier(stream(9).take(args.batch))  # warm-up: model load, first-call costs
 
     results: dict[str, float] = {}
@@ -186,9 +278,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
           f"(target >= 5x); batched / micro-batched single items: {results['ratio_batched_vs_microbatched_single']:.1f}x")
     print(f"service verdicts identical to in-process: {bool(results['identical_to_in_process'])}; "
           f"failed requests: {int(results['failed_requests'])}")
+    if args.encoder_detail:
+        results.update(encoder_report([make_item(500_000_000 + i, args.group) for i in range(256)], args.seconds))
+    results["load_average_after"] = os.getloadavg()[0]
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"verifier": name, "seconds": args.seconds, **results}, fh, indent=2)
+            json.dump({"verifier": name, "seconds": args.seconds, "group": args.group, **results}, fh, indent=2)
     return results
 
 

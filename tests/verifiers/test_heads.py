@@ -9,8 +9,9 @@ import torch
 
 from safeladder.errors import SafeLadderError
 from safeladder.verifiers import heads as heads_mod
+from safeladder.verifiers.embeddings import encoder_tag
 from safeladder.verifiers.heads import (
-    build_features, needed_texts, opening, tail,
+    Encoded, answer_spans, build_features, encode_inputs, needed_inputs, opening, tail,
     HEADS_VERSION, Head, HeadConfig, binary_metrics, ensure_heads, fit_head, input_dim, pair_features,
 )
 
@@ -86,7 +87,7 @@ def test_pair_features_layout():
     p, r = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]])
     o = torch.tensor([[5.0, 6.0]])
     assert pair_features(p, r, o).tolist() == [[1.0, 2.0, 3.0, 4.0, 3.0, 8.0, 11.0, 5.0, 6.0]]
-    assert (input_dim("prompt", 384), input_dim("response", 384), input_dim("pair", 384)) == (384, 768, 1537)
+    assert (input_dim("prompt", 384), input_dim("response", 384), input_dim("pair", 384)) == (384, 1152, 1537)
 
 
 def test_openings_and_tails():
@@ -96,6 +97,20 @@ def test_openings_and_tails():
     assert tail("I can't help with that.") == tail("No") == ""
     assert tail("Use 3.5 mm screws. Then tighten.") == "Then tighten."
     assert tail("First. " + " ".join(f"w{i}" for i in range(50)), words=3) == "w47 w48 w49"
+
+
+def test_answer_spans_are_character_ranges_of_the_parts():
+    answer = "  Sorry, I can't do that.\n\nInstead,   try the library. It is free."
+    spans = answer_spans(answer, opening_words=3)
+    assert [answer[a:b] for a, b in spans] == ["Sorry, I can't", "Sorry, I can't do that.",
+                                               "Instead,   try the library. It is free."]
+    assert answer_spans("One sentence only.") == ((0, 18), (0, 18), (0, 0))  # no tail: a zero vector downstream
+    assert answer_spans("no full stop at all").first == (0, 19)  # one unfinished sentence: the whole answer
+    assert answer_spans("") == answer_spans("  \n") == ((0, 0), (0, 0), (0, 0))
+    for text in ("Use 3.5 mm screws. Then tighten.", "I can't help with that.  It is illegal.\nI can suggest a legal option."):
+        s = answer_spans(text)
+        assert " ".join(text[s.opening[0]:s.opening[1]].split()) == opening(text)
+        assert " ".join(text[s.tail[0]:s.tail[1]].split()) == tail(text)
 
 
 def test_ensure_heads_loads_current_heads_without_training(tmp_path, monkeypatch):
@@ -129,14 +144,55 @@ def test_train_heads_rejects_unknown_names(tmp_path):
         heads_mod.train_heads(tmp_path, ["no_such_head"])
 
 
+def test_ensure_heads_retrains_heads_of_another_encoder(tmp_path, monkeypatch):
+    x, y = _toy(dim=4)
+    head = fit_head("h", "prompt", x, y, config=HeadConfig(hidden=0, max_epochs=1))
+    assert head.meta["encoder"] == encoder_tag()
+    head.meta["encoder"] = "all-MiniLM-L6-v2/fp32/256/end64" if "int8" in encoder_tag() else "x/int8"
+    head.save(tmp_path)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(heads_mod, "train_heads", lambda d, names: calls.append(list(names)))
+    ensure_heads(["h"], tmp_path)
+    assert calls == [["h"]]
+
+
+def _parts(i: float) -> torch.Tensor:
+    """[e(answer), e(opening), e(first sentence), e(tail)], each filled with a telling value."""
+    return torch.stack([torch.full((4,), i + k / 10) for k in range(4)])
+
+
 def test_features_use_exactly_the_needed_texts():
     prompts, responses = ["Is it safe?", "Hi"], ["No. Wear gloves and work outside.", "Hello there."]
-    for reads, width in (("prompt", 4), ("response", 8), ("pair", 17)):
-        texts = needed_texts(reads, prompts, responses)
-        vectors = {t: torch.full((4,), float(i)) for i, t in enumerate(dict.fromkeys(texts))}
-        x = build_features(reads, prompts, responses, vectors)  # a text not in the list would raise KeyError
+    encoded = Encoded({p: torch.full((4,), 10.0 + i) for i, p in enumerate(prompts)},
+                      {r: _parts(float(i)) for i, r in enumerate(responses)})
+    for reads, width in (("prompt", 4), ("response", 12), ("pair", 17)):
+        need_p, need_a = needed_inputs(reads, prompts, responses)
+        only = Encoded({p: encoded.prompts[p] for p in need_p}, {a: encoded.answers[a] for a in need_a})
+        x = build_features(reads, prompts, responses, only)  # a text not needed would raise KeyError
         assert x.shape == (2, width)
-        if reads == "response":
-            assert torch.equal(x[0, 4:], vectors[tail(responses[0])]) and tail(responses[1]) == ""
-        if reads == "pair":
-            assert torch.equal(x[1, -4:], vectors[opening(responses[1])])
+        if reads == "response":  # [e(answer), e(first sentence), e(tail)]
+            assert torch.equal(x[0], torch.cat([_parts(0.0)[0], _parts(0.0)[2], _parts(0.0)[3]]))
+        if reads == "pair":  # [..., e(opening)] and e(prompt) first
+            assert torch.equal(x[1, -4:], _parts(1.0)[1]) and torch.equal(x[1, :4], torch.full((4,), 11.0))
+    assert needed_inputs("prompt", prompts, responses) == (prompts, [])
+    assert needed_inputs("response", prompts, responses) == ([], responses)
+
+
+class _CountingEmbedder:
+    def __init__(self):
+        self.calls: list[tuple[list[str], list]] = []
+
+    def encode_pooled(self, texts, spans=None, batch_size=64):
+        self.calls.append((list(texts), list(spans)))
+        return [torch.ones(1 + len(s), 4) * len(t) for t, s in zip(texts, spans)]
+
+
+def test_encode_inputs_encodes_each_distinct_text_once_in_one_call():
+    e = _CountingEmbedder()
+    answers = ["I can't. Ask a doctor instead.", "Sure.", "I can't. Ask a doctor instead."]
+    out = encode_inputs(e, ["Q"] * 8, answers)  # a GRPO group: one prompt, several answers
+    assert len(e.calls) == 1
+    texts, spans = e.calls[0]
+    assert texts == ["Q", "I can't. Ask a doctor instead.", "Sure."]
+    assert spans == [(), answer_spans(answers[0]), answer_spans("Sure.")]
+    assert set(out.prompts) == {"Q"} and out.answers["Sure."].shape == (4, 4)

@@ -2,7 +2,7 @@
 
 A head maps embedding features to P(positive class). What it reads (`InputKind`):
   prompt    e(prompt)                                                           (384 values)
-  response  [e(response), e(tail)]                                              (768 values)
+  response  [e(response), e(first sentence), e(tail)]                           (1152 values)
   pair      [e(prompt), e(response), e(prompt)*e(response), cos, e(opening)]    (1537 values)
 The element-wise product lets the head see how the answer relates to the request, which is
 what "off-topic" and "complied with *this* request" depend on. The extra parts each fix a
@@ -13,12 +13,19 @@ failure measured on the held-out split:
     themselves ("I can't help you ..." / "Sure, here is ..."): mean pooling over an answer that
     restates the request drowns those few words;
   - e(tail), the last `TAIL_WORDS` words after the answer's first sentence: where a decline
-    puts its warning and safe alternative, and a bare refusal has nothing (the empty text).
+    puts its warning and safe alternative, and a bare refusal has nothing (a zero vector).
+e(opening), e(first sentence) and e(tail) are not separate encodings: they pool the token states
+of the answer's one encoder pass over those words (`answer_spans`, `Embedder.encode_pooled`),
+which costs nothing extra; encoding the opening and the tail as texts of their own (up to
+HEADS_VERSION 4) had nearly tripled the encoder's work per answer. Pooled from the whole answer's
+pass, the tail alone lost 2 points of has_warning held-out accuracy (0.947 -> 0.927, mean of 3
+seeds): its tokens also carry the first sentence's context. Adding the pooled first sentence gave
+the head that contrast back (0.944).
 
 Training: AdamW with weight decay, class-balanced BCE (positives weighted n_neg / n_pos), early
 stopping on a validation slice of the *training* split (the held-out split is only evaluated).
 A head is stored as `<name>.safetensors` (weights) + `<name>.json` (what it reads, sizes, threshold,
-held-out metrics, training-data hash and counts) and loaded with safetensors only (no pickle).
+held-out metrics, training-data hash and counts, encoder) and loaded with safetensors only (no pickle).
 """
 
 from __future__ import annotations
@@ -27,10 +34,9 @@ import copy
 import json
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,9 +45,10 @@ from torch import nn
 from safeladder.data.splits import split_of
 from safeladder.errors import SafeLadderError
 from safeladder.paths import safeladder_home
+from safeladder.verifiers.embeddings import Embedder, Span, encode_with_store, encoder_tag, torch_threads
 
 InputKind = Literal["prompt", "response", "pair"]  # what a head reads (see training_data.HEAD_SETS)
-HEADS_VERSION = 4  # bump when features, data or training change: stored heads are then rebuilt
+HEADS_VERSION = 5  # bump when features, data or training change: stored heads are then rebuilt
 HEADS_SUBDIR = "verifier_heads"
 
 
@@ -52,23 +59,46 @@ def heads_dir() -> Path:
 OPENING_WORDS = 8
 TAIL_WORDS = 32
 _FIRST_SENTENCE = re.compile(r"^.*?[.!?](?:\s+|$)", re.DOTALL)
+_WORD = re.compile(r"\S+")
+_NO_SPAN: Span = (0, 0)
+
+
+class AnswerSpans(NamedTuple):
+    """Character ranges [start, end) of an answer's parts; (0, 0) when a part is empty."""
+
+    opening: Span  # the first OPENING_WORDS words
+    first: Span  # the first sentence (the whole answer when no sentence ends)
+    tail: Span  # the last TAIL_WORDS words after the first sentence
+
+
+def answer_spans(text: str, opening_words: int = OPENING_WORDS, tail_words: int = TAIL_WORDS) -> AnswerSpans:
+    """Where the parts of an answer that the heads read lie (ranges, not texts, so the encoder pools
+    them from the answer's own pass). The tail is capped: warnings and safe alternatives sit after
+    the opening sentence, usually at the end."""
+    words = [m.span() for m in _WORD.finditer(text)]
+    if not words:
+        return AnswerSpans(_NO_SPAN, _NO_SPAN, _NO_SPAN)
+    head = words[:opening_words]
+    match = _FIRST_SENTENCE.match(text)
+    first_end = match.end() if match else len(text)
+    first = [w for w in words if w[0] < first_end]
+    rest = [w for w in words if w[0] >= first_end][-tail_words:] if match and tail_words > 0 else []
+    return AnswerSpans((head[0][0], head[-1][1]) if head else _NO_SPAN, (first[0][0], first[-1][1]),
+                       (rest[0][0], rest[-1][1]) if rest else _NO_SPAN)
+
+
+def _span_text(text: str, span: Span) -> str:
+    return " ".join(text[span[0]:span[1]].split())
 
 
 def opening(text: str, words: int = OPENING_WORDS) -> str:
-    """The first words of an answer (whitespace-split)."""
-    return " ".join(text.split()[:words])
+    """The first words of an answer (whitespace-split): what e(opening) pools."""
+    return _span_text(text, answer_spans(text, opening_words=words).opening)
 
 
 def tail(text: str, words: int = TAIL_WORDS) -> str:
-    """The last `words` words after the answer's first sentence ("" for a one-sentence answer).
-
-    Capped so a long answer costs the encoder little extra; warnings and safe alternatives sit
-    after the opening sentence, usually at the end.
-    """
-    text = " ".join(text.split())
-    match = _FIRST_SENTENCE.match(text)
-    rest = text[match.end():].split() if match else []
-    return " ".join(rest[-words:])
+    """The last `words` words after the answer's first sentence ("" for a one-sentence answer): what e(tail) pools."""
+    return _span_text(text, answer_spans(text, tail_words=words).tail)
 
 
 def pair_features(prompt_vecs: torch.Tensor, response_vecs: torch.Tensor, opening_vecs: torch.Tensor) -> torch.Tensor:
@@ -78,47 +108,50 @@ def pair_features(prompt_vecs: torch.Tensor, response_vecs: torch.Tensor, openin
 
 
 def input_dim(reads: InputKind, dim: int) -> int:
-    return {"prompt": dim, "response": 2 * dim, "pair": 4 * dim + 1}[reads]
+    return {"prompt": dim, "response": 3 * dim, "pair": 4 * dim + 1}[reads]
 
 
-def needed_texts(reads: InputKind, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
-    """Every text whose embedding the features of `reads` use."""
-    if reads == "prompt":
-        return list(prompts)
-    if reads == "response":
-        return [*responses, *(tail(r) for r in responses)]
-    return [*prompts, *responses, *(opening(r) for r in responses)]
+@dataclass(frozen=True)
+class Encoded:
+    """Embeddings of a batch's distinct texts: what `build_features` assembles head inputs from."""
+
+    prompts: Mapping[str, torch.Tensor]  # text -> e(prompt), (D,)
+    answers: Mapping[str, torch.Tensor]  # text -> [e(answer), e(opening), e(first sentence), e(tail)], (4, D)
 
 
-def build_features(reads: InputKind, prompts: Sequence[str], responses: Sequence[str],
-                   vectors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def needed_inputs(reads: InputKind, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(prompts, answers) whose embeddings the features of `reads` use."""
+    return (list(prompts) if reads in ("prompt", "pair") else [],
+            list(responses) if reads in ("response", "pair") else [])
+
+
+def encode_inputs(embedder: Embedder, prompts: Sequence[str], answers: Sequence[str],
+                  store: Path | None = None) -> Encoded:
+    """Embed each distinct prompt once and each distinct answer once (its opening, first sentence and
+    tail pooled from the same pass), all in ONE encoder call; `store` keeps the vectors between runs."""
+    p, a = list(dict.fromkeys(prompts)), list(dict.fromkeys(answers))
+    texts, spans = [*p, *a], [*([()] * len(p)), *(answer_spans(t) for t in a)]
+    if store is None:
+        vectors = embedder.encode_pooled(texts, spans)
+    else:
+        vectors = encode_with_store(embedder, texts, store, spans=spans)
+    return Encoded(dict(zip(p, (v[0] for v in vectors[:len(p)]))), dict(zip(a, vectors[len(p):])))
+
+
+def build_features(reads: InputKind, prompts: Sequence[str], responses: Sequence[str], encoded: Encoded) -> torch.Tensor:
     """The head input for aligned lists of prompts and responses, from precomputed embeddings."""
-    def stack(texts: Iterable[str]) -> torch.Tensor:
-        return torch.stack([vectors[t] for t in texts])
+    def stack(vectors: Iterable[torch.Tensor]) -> torch.Tensor:
+        vectors = list(vectors)
+        return torch.stack(vectors) if vectors else torch.empty(0, 0)
 
     if reads == "prompt":
-        return stack(prompts)
+        return stack(encoded.prompts[t] for t in prompts)
+    parts = stack(encoded.answers[t] for t in responses)  # (N, 4, D): answer, opening, first sentence, tail
+    if not len(parts):
+        return torch.empty(0, 0)
     if reads == "response":
-        return torch.cat([stack(responses), stack(tail(r) for r in responses)], dim=1)
-    return pair_features(stack(prompts), stack(responses), stack(opening(r) for r in responses))
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with `n` intra-op threads, then restore the setting (None: leave it alone).
-
-    Head training is many tiny matrix products: extra threads only add synchronisation, and on
-    a busy machine two threads were 15x slower than one (0.15 s vs 2.3 s per epoch).
-    """
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        return torch.cat([parts[:, 0], parts[:, 2], parts[:, 3]], dim=1)
+    return pair_features(stack(encoded.prompts[t] for t in prompts), parts[:, 0], parts[:, 1])
 
 
 @dataclass(frozen=True)
@@ -218,6 +251,8 @@ def fit_head(
 
     `weights` (per example, default 1) up-weight hard cases, e.g. benign look-alike prompts.
     """
+    # Many tiny matrix products: extra threads only add synchronisation (on a busy 2-core machine
+    # two threads were 15x slower than one, 2.3 s vs 0.15 s per epoch).
     with torch_threads(1):
         return _fit(name, reads, x, y, x_val, y_val, config, seed, weights, val_weights)
 
@@ -257,6 +292,7 @@ def _fit(name: str, reads: InputKind, x: torch.Tensor, y: torch.Tensor, x_val: t
         net.load_state_dict(best_state)
     meta = {"name": name, "reads": reads, "in_dim": int(x.shape[1]), "threshold": 0.5,
             "config": asdict(config), "seed": seed, "epochs": epochs, "version": HEADS_VERSION,
+            "encoder": encoder_tag(),
             "n_train": int(len(x)), "n_val": int(len(y_val)) if has_val else 0}
     return Head(net, meta)
 
@@ -289,8 +325,8 @@ def _split_texts(examples: Sequence[Any], reads: InputKind) -> tuple[list[str], 
     return (texts, []) if reads == "prompt" else ([], texts)
 
 
-def _features(examples: Sequence[Any], reads: InputKind, vectors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return build_features(reads, *_split_texts(examples, reads), vectors)
+def _features(examples: Sequence[Any], reads: InputKind, encoded: Encoded) -> torch.Tensor:
+    return build_features(reads, *_split_texts(examples, reads), encoded)
 
 
 def train_heads(
@@ -306,7 +342,7 @@ def train_heads(
     cost. Embeddings of all texts are computed once and kept in a vector store next to the
     heads, so a rebuild only encodes new texts.
     """
-    from safeladder.verifiers.embeddings import encode_with_store, get_embedder
+    from safeladder.verifiers.embeddings import get_embedder
     from safeladder.verifiers.training_data import HEAD_SETS, build_set, counts, data_hash, split_examples
 
     out_dir = Path(out_dir) if out_dir is not None else heads_dir()
@@ -316,9 +352,15 @@ def train_heads(
         raise SafeLadderError(f"unknown heads {unknown}; known: {', '.join(HEAD_SETS)}")
     sets = {name: build_set(name) for name in names}
     started = time.perf_counter()
-    all_texts = list(dict.fromkeys(
-        t for name in names for t in needed_texts(HEAD_SETS[name][1], *_split_texts(sets[name], HEAD_SETS[name][1]))))
-    vectors = dict(zip(all_texts, encode_with_store(get_embedder(), all_texts, out_dir / "embeddings")))
+    prompts: list[str] = []
+    answers: list[str] = []
+    for name in names:
+        p, a = needed_inputs(HEAD_SETS[name][1], *_split_texts(sets[name], HEAD_SETS[name][1]))
+        prompts += p
+        answers += a
+    embedder = get_embedder()
+    vectors = encode_inputs(embedder, prompts, answers, store=out_dir / "embeddings")
+    n_texts = len(vectors.prompts) + len(vectors.answers)
     embed_seconds = time.perf_counter() - started
 
     report: dict[str, dict[str, Any]] = {}
@@ -341,17 +383,19 @@ def train_heads(
             for src in sorted({e.source for e in held_out})
             for idx in [[i for i, e in enumerate(held_out) if e.source == src]]
         }
-        head.meta.update({"metrics": metrics, "data_hash": data_hash(sets[name]), "counts": counts(sets[name])})
+        head.meta.update({"metrics": metrics, "data_hash": data_hash(sets[name]), "counts": counts(sets[name]),
+                          "encoder": embedder.tag})
         head.save(out_dir)
         report[name] = {**{k: v for k, v in metrics.items() if k != "by_source"},
                         "by_source": metrics["by_source"], "n_train": len(fit), "n_val": len(val),
                         "seconds": round(time.perf_counter() - t0, 2),
-                        "embedding": {"texts": len(all_texts), "seconds": round(embed_seconds, 1)}}
+                        "embedding": {"texts": n_texts, "seconds": round(embed_seconds, 1)}}
     return report
 
 
 def ensure_heads(names: Sequence[str], directory: Path | None = None) -> dict[str, Head]:
-    """Load the named heads, training any that are missing or from an older HEADS_VERSION."""
+    """Load the named heads, training any that are missing, from an older HEADS_VERSION, or trained
+    on another encoder configuration (`encoder_tag()`: int8 vs fp32 features differ)."""
     directory = Path(directory) if directory is not None else heads_dir()
     stale = [n for n in names if not _is_current(directory, n)]
     if stale:
@@ -364,6 +408,7 @@ def _is_current(directory: Path, name: str) -> bool:
     if not meta.is_file() or not (directory / f"{name}.safetensors").is_file():
         return False
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("version") == HEADS_VERSION
+        meta_json = json.loads(meta.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return False
+    return meta_json.get("version") == HEADS_VERSION and meta_json.get("encoder") == encoder_tag()

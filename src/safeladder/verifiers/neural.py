@@ -4,7 +4,8 @@ They give the offline demo real (if small) learned judges in place of the 7B-72B
 judges of the release (SPEC §3.3). Heads are trained on first use (`ensure_heads`) from data
 that ships with pinned packages; see training_data.py and docs/verifiers.md.
 
-Registered verifiers (all judge the answer after `</think>`, and embed each batch in one call):
+Registered verifiers (all judge the answer after `</think>`, and embed each batch in one call
+that encodes every distinct prompt and answer once):
   safety              the six SafeWork verdicts, from four heads via `safety_verdict`
   value               good 1 / bad 0, or P(good) with soft=True
   helpfulness         Helpful 1 / Other 0, or P(helpful) with soft=True
@@ -24,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 from safeladder.data.curate import detect_loop
 from safeladder.errors import ConfigError
 from safeladder.verifiers.base import Verdict, Verifier, VerifyItem, register_verifier
-from safeladder.verifiers.heads import Head, build_features, ensure_heads, needed_texts
+from safeladder.verifiers.heads import Head, build_features, encode_inputs, ensure_heads, needed_inputs
 
 # SPEC §3.3, the released score map. Refusing a harmful request scores 0.1, not 1.0, and an
 # unnecessary refusal scores 0: this is what pushes the policy away from blunt over-refusal.
@@ -126,9 +127,11 @@ class HeadVerifier(Verifier):
         heads = self.heads
         prompts = [it.prompt for it in items]
         answers = [self.judged_text(it) for it in items]
-        unique = list(dict.fromkeys(t for h in heads.values() for t in needed_texts(h.reads, prompts, answers)))
-        vectors = dict(zip(unique, get_embedder().encode(unique)))  # one call per verify()
-        return {name: [round(float(p), 6) for p in head.predict_proba(build_features(head.reads, prompts, answers, vectors))]
+        needed = [needed_inputs(h.reads, prompts, answers) for h in heads.values()]
+        # one encoder call per verify(): each distinct prompt and answer once (a GRPO group's
+        # prompt once; the embedder's LRU also remembers it across calls)
+        encoded = encode_inputs(get_embedder(), [t for p, _ in needed for t in p], [t for _, a in needed for t in a])
+        return {name: [round(float(p), 6) for p in head.predict_proba(build_features(head.reads, prompts, answers, encoded))]
                 for name, head in heads.items()}
 
     def verify(self, items: Sequence[VerifyItem]) -> list[Verdict]:
