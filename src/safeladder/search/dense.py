@@ -2,7 +2,7 @@
 
 Vectors are unit length, so inner product is cosine similarity; `IndexFlatIP` is exact search,
 which at ≤ 1M passages × 384 dims is fast enough on a CPU and needs no training step. The
-encoder only reads its first 256 tokens, so keep passages short (the world generator does).
+encoder keeps the first 190 and last 64 tokens of a longer text, so keep passages short (the world generator does).
 """
 
 from __future__ import annotations
