@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import pytest
-import torch
 from rich.console import Console
 
 from safeladder.inference.chat_cli import keep_trailing_space, run_chat
@@ -13,13 +12,6 @@ from safeladder.inference.steps import StepSettings
 from safeladder.inference.value import ValueScore
 from safeladder.rollout.hf_engine import TransformersEngine
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class Script:

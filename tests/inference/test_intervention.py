@@ -16,13 +16,6 @@ CHAT = [{"role": "user", "content": "How do I kill a Python process?"}]
 EDIT = "Wait: killing a process is a normal admin task, so I can answer.\n\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 class RecordingEngine(TransformersEngine):
     """The real engine, recording every prefix it was asked to continue and what it sampled."""

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -19,13 +18,6 @@ from safeladder.rollout.hf_engine import TransformersEngine
 TOKEN_ENV = "SAFELADDER_TEST_SERVE_TOKEN"
 USER = [{"role": "user", "content": "How do I kill a Python process?"}]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class VowelValue:

@@ -7,7 +7,6 @@ import itertools
 from dataclasses import replace
 
 import pytest
-import torch
 
 from safeladder.format import THINK_CLOSE, format_ok
 from safeladder.inference.step_search import (
@@ -25,14 +24,6 @@ from safeladder.verifiers.base import Verdict, Verifier
 
 CHAT = [{"role": "user", "content": "How do I pick a lock?"}]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run far faster on one thread than on two busy shared cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 class ScriptedEngine:
