@@ -124,3 +124,9 @@ def test_inverse_cdf_sampling_follows_the_distribution_and_skips_zero_mass():
     assert len(set(picks.tolist())) == 1
     with pytest.raises(ValueError, match="NaN"):
         sample_next(torch.full((1, 4), float("nan")), 1.0, 1.0, None)
+
+
+def test_a_vanishing_temperature_is_greedy_not_nan():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.0]])
+    tok, lp = sample_next(logits, 1e-300, 1.0, None)
+    assert tok.tolist() == [1, 0] and torch.isfinite(lp).all()

@@ -71,14 +71,18 @@ def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
 
+MIN_TEMPERATURE = 1e-4
+
+
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; return (tokens (R,), their log-probs (R,)).
 
     The log-prob is that of the temperature-scaled distribution before top-p truncation, i.e.
     the policy π(·)/T the trainer recomputes; greedy (T=0) reports the untempered log-prob.
+    Temperatures below `MIN_TEMPERATURE` are greedy: dividing by them overflows to inf/NaN.
     """
     logits = logits.float()  # (R, V)
-    if temperature == 0:
+    if temperature < MIN_TEMPERATURE:
         logp = torch.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
