@@ -20,7 +20,6 @@ from rich.console import Console
 from safeladder.algorithms.registry import Registry
 from safeladder.config import _merge, load_config
 from safeladder.configs import preset_path
-from safeladder.models.loader import ModelSpec
 
 console = Console()
 STAGE_DONE = "stage.json"

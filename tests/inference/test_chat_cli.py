@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from rich.console import Console
 
 from safeladder.inference.chat_cli import keep_trailing_space, run_chat

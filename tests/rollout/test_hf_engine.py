@@ -130,3 +130,29 @@ def test_a_vanishing_temperature_is_greedy_not_nan():
     logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.0]])
     tok, lp = sample_next(logits, 1e-300, 1.0, None)
     assert tok.tolist() == [1, 0] and torch.isfinite(lp).all()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_decoding_in_parallel_threads_samples_the_same_as_one_thread(temperature):
+    import torch as _torch
+
+    from safeladder.models.tiny import tiny_model, tiny_tokenizer
+
+    model, tok = tiny_model(), tiny_tokenizer()
+    prefixes = [tok.encode(t) for t in ("a b c", "x y", "the quick brown fox", "one", "two three")]
+    settings = SamplingSettings(max_new_tokens=10, temperature=temperature, n=2, batch_size=5, seed=3)
+    threads_before = _torch.get_num_threads()
+    one = TransformersEngine(model, tok, decode_threads=1).sample(prefixes, settings)
+    three = TransformersEngine(model, tok, decode_threads=3).sample(prefixes, settings)
+    assert _torch.get_num_threads() == threads_before  # the intra-op setting is restored
+    assert [[c.token_ids for c in g] for g in one] == [[c.token_ids for c in g] for g in three]
+    for g1, g3 in zip(one, three):
+        for a, b in zip(g1, g3):
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+def test_decode_threads_must_be_auto_or_positive():
+    from safeladder.models.tiny import tiny_model, tiny_tokenizer
+
+    with pytest.raises(ValueError, match="decode_threads"):
+        TransformersEngine(tiny_model(), tiny_tokenizer(), decode_threads=0)

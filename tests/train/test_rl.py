@@ -37,7 +37,7 @@ def _config(tmp_path: Path, **over) -> RLConfig:
                        {"name": "two", "steps": 3, "mixture": {"numbers": 1.0}, "recipe": "seven"}],
         "rollout": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
         "algorithm": {"kl_coef": 0.0, "micro_batch_size": 16},
-        "optim": {"lr": 3e-2, "warmup_ratio": 0.0},
+        "optim": {"lr": 2e-2, "warmup_ratio": 0.0},
         "save_every": 2, "tensorboard": False, "seed": 0,
     }
     for k, v in over.items():
@@ -125,3 +125,29 @@ def test_periodic_evaluation_writes_points_through_the_harness(tmp_path):
     points = sorted(p.name for p in (tmp_path / "run" / "eval").iterdir())
     assert points == ["step-000001", "step-000002"]
     assert (tmp_path / "run" / "eval" / "step-000002" / "arithmetic" / "generations.jsonl").is_file()
+
+
+def test_skipping_zero_advantage_rows_gives_the_same_update(tmp_path, monkeypatch):
+    import safeladder.train.rl as rl
+
+    cfg = _config(tmp_path, algorithm={"kl_coef": 0.0, "micro_batch_size": 5})
+    trainers = [RLTrainer(cfg.model_copy(update={"output_dir": str(tmp_path / f"t{k}")}), reward_computers=_computers()) for k in (0, 1)]
+    batch, _ = trainers[0].collect()
+    batch.advantages = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    batch.advantages[: 8] = 0.0  # one whole group without signal
+    batch.advantages[10] = 0.0
+    assert rl.rows_with_gradient(list(range(32)), batch.advantages, cfg.algorithm) == [8, 9] + list(range(11, 32))
+    with_kl = cfg.algorithm.model_copy(update={"kl_coef": 0.1})
+    assert rl.rows_with_gradient(list(range(32)), batch.advantages, with_kl) == list(range(32))
+
+    for t in trainers:  # plain SGD: Adam's first step (≈ lr·sign(g)) would magnify float noise of zero gradients
+        t.optimizer = torch.optim.SGD([p for p in t.model.parameters() if p.requires_grad], lr=1.0)
+    skipped = trainers[0].train_on(batch)
+    monkeypatch.setattr(rl, "rows_with_gradient", lambda rows, adv, algo: rows)  # the reference: every row trained
+    full = trainers[1].train_on(batch)
+    assert skipped["train/rows"] == 23 and full["train/rows"] == 32
+    assert skipped["train/loss"] == pytest.approx(full["train/loss"], abs=1e-6)
+    for (n, p), (_, q) in zip(trainers[0].model.named_parameters(), trainers[1].model.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
+    before = RLTrainer(cfg.model_copy(update={"output_dir": str(tmp_path / "t2")}), reward_computers=_computers()).model
+    assert not torch.allclose(before.lm_head.weight, trainers[0].model.lm_head.weight, atol=1e-4)  # the update is real

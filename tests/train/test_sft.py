@@ -105,3 +105,18 @@ def test_user_trace_files_are_curated_before_training(tmp_path):
     assert [s.id for s in build_dataset(cfg)] == ["ok"]
     raw = _cfg(tmp_path, data={"builtin": {}, "files": [{"path": str(path), "curate": False}]})
     assert [s.id for s in build_dataset(raw)] == ["ok", "wrong", "untagged"]
+
+
+def test_counts_above_the_split_cycle_with_new_trace_variants():
+    from safeladder.data.sources.benign import load_benign
+    from safeladder.data.traces import builtin_traces
+
+    pool = len(load_benign("train"))
+    samples = builtin_traces({"benign": pool + 10})
+    assert len(samples) == pool + 10
+    ids = [s.id for s in samples]
+    assert len(set(ids)) == pool  # every prompt once, then ten again
+    first = {s.id: s.response for s in samples[:pool]}
+    again = samples[pool:]
+    assert all(s.id in first for s in again)
+    assert sum(first[s.id] != s.response for s in again) >= 5  # the second pass uses other trace variants

@@ -196,3 +196,38 @@ def test_encode_inputs_encodes_each_distinct_text_once_in_one_call():
     assert texts == ["Q", "I can't. Ask a doctor instead.", "Sure."]
     assert spans == [(), answer_spans(answers[0]), answer_spans("Sure.")]
     assert set(out.prompts) == {"Q"} and out.answers["Sure."].shape == (4, 4)
+
+
+def test_shipped_heads_are_current_for_this_code_and_data():
+    """Fails when training data, features or HEADS_VERSION change without refreshing the shipped heads:
+    `safeladder verifier train --out DIR`, then copy DIR/*.json and *.safetensors to pretrained_heads/."""
+    from safeladder.verifiers.training_data import HEAD_SETS
+
+    stale = [name for name in HEAD_SETS if not heads_mod.pretrained_matches(name)]
+    assert stale == [], f"shipped heads out of date: {stale}"
+
+
+def test_ensure_heads_installs_shipped_heads_instead_of_training(tmp_path, monkeypatch):
+    from safeladder.verifiers.training_data import HEAD_SETS
+
+    def no_training(directory, names):
+        raise AssertionError(f"trained {names}")
+
+    monkeypatch.setattr(heads_mod, "train_heads", no_training)
+    loaded = ensure_heads(list(HEAD_SETS), tmp_path / "heads")
+    assert set(loaded) == set(HEAD_SETS)
+    for name in HEAD_SETS:
+        shipped = (heads_mod.PRETRAINED_DIR / f"{name}.safetensors").read_bytes()
+        assert (tmp_path / "heads" / f"{name}.safetensors").read_bytes() == shipped
+
+
+def test_a_shipped_head_for_other_data_is_not_installed(tmp_path):
+    source = tmp_path / "shipped"
+    source.mkdir()
+    for suffix in (".json", ".safetensors"):
+        (source / f"prompt_harmful{suffix}").write_bytes((heads_mod.PRETRAINED_DIR / f"prompt_harmful{suffix}").read_bytes())
+    meta = json.loads((source / "prompt_harmful.json").read_text())
+    meta["data_hash"] = "0" * 16  # trained on other data
+    (source / "prompt_harmful.json").write_text(json.dumps(meta))
+    assert not heads_mod.install_pretrained("prompt_harmful", tmp_path / "heads", source)
+    assert not (tmp_path / "heads" / "prompt_harmful.json").exists()

@@ -44,15 +44,18 @@ def completion_logprobs(
     """log π(target_t | prefix) for every completion position: (B, T) (and entropy (B, T)).
 
     Logits are divided by the sampling temperature so the values match the engine's log-probs.
-    Only the completion span's logits are gathered (prompt positions are never materialised
-    over the vocabulary beyond what the model computes).
+    The LM head runs only from the earliest completion position on (`logits_to_keep`): prompt
+    positions never reach the (·, V) projection, which saves ~10% of an RL training pass.
     """
     device = next(model.parameters()).device
-    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
-    logits = out.logits  # (B, L, V)
     b, t = batch.targets.shape
-    # position start+j−1 predicts completion token j
-    idx = (batch.start.to(device)[:, None] - 1 + torch.arange(t, device=device)[None, :]).clamp(max=logits.shape[1] - 1)  # (B, T)
+    first = max(int(batch.start.min()) - 1, 0)  # earliest position whose logits are needed
+    keep = batch.input_ids.shape[1] - first
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False,
+                logits_to_keep=keep)
+    logits = out.logits  # (B, keep, V): positions first .. L-1
+    # position start+j−1 predicts completion token j; shift by `first` into the kept window
+    idx = (batch.start.to(device)[:, None] - 1 - first + torch.arange(t, device=device)[None, :]).clamp(0, logits.shape[1] - 1)  # (B, T)
     picked = logits[torch.arange(b, device=device)[:, None], idx]  # (B, T, V)
     picked = picked.float() / (temperature if temperature > 0 else 1.0)
     logp_all = torch.log_softmax(picked, dim=-1)

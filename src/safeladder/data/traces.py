@@ -47,9 +47,11 @@ TRACE_TASKS: dict[str, Callable[[], TraceTask]] = {
 
 
 def builtin_traces(counts: dict[str, int], split: Split = "train", seed: int = 0) -> list[Sample]:
-    """Up to `counts[task]` samples of each task's split, each with its verified trace as `response`.
+    """`counts[task]` samples of each task's split, each with its verified trace as `response`.
 
-    Samples are taken in a seeded order, so the same counts and seed give the same data.
+    Samples are taken in a seeded order, so the same counts and seed give the same data. A
+    count above the split's size cycles through the prompts again, each pass with the next
+    trace variant (trace seed + pass), so a small task can be up-weighted without verbatim copies.
     """
     import random
 
@@ -63,5 +65,9 @@ def builtin_traces(counts: dict[str, int], split: Split = "train", seed: int = 0
         task = TRACE_TASKS[name]()
         pool = task.load(split)
         random.Random(f"{name}:{seed}").shuffle(pool)
-        out += [s.model_copy(update={"response": task.trace(s, seed)}) for s in pool[:n]]
+        if not pool:
+            continue
+        passes = -(-n // len(pool))  # ceil
+        picked = [(s, seed + p) for p in range(passes) for s in pool][:n]
+        out += [s.model_copy(update={"response": task.trace(s, trace_seed)}) for s, trace_seed in picked]
     return out

@@ -43,7 +43,7 @@ class RolloutWorker:
 
         torch.set_num_threads(threads)
         model, tokenizer = payload
-        self.engine = TransformersEngine(model.to(device), tokenizer)
+        self.engine = TransformersEngine(model.to(device), tokenizer, decode_threads=1)  # the actor's CPUs: its torch threads
 
     def ready(self) -> bool:
         return True

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from safeladder.format import SYSTEM_PROMPT, parse_response, render_prompt
-from safeladder.models.precision import Precision, autocast
+from safeladder.models.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -47,42 +47,31 @@ def generate(
     system_prompt: str | None = SYSTEM_PROMPT,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Generation]:
-    """Generate one completion per chat, in order. `on_batch(n)` reports progress."""
-    import torch
+    """Generate one completion per chat, in order. `on_batch(n)` reports progress.
+
+    Runs on the RL rollout engine (`TransformersEngine`): one decode loop for training and
+    evaluation, with finished rows leaving the batch and none of `model.generate`'s per-step
+    overhead. Seeded sampling is reproducible; greedy (temperature 0) is deterministic.
+    """
+    from safeladder.rollout.base import SamplingSettings
+    from safeladder.rollout.hf_engine import TransformersEngine
 
     prompts = [render_prompt(tokenizer, chat, system_prompt) for chat in chats]
-    device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    torch.manual_seed(settings.seed)
-    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
+    prefixes = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    engine = TransformersEngine(model, tokenizer)
+    sampling = SamplingSettings(
+        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, top_p=settings.top_p,
+        n=1, batch_size=settings.batch_size, seed=settings.seed, precision=settings.precision,
+    )
     # Batch prompts of similar length together (less padding), then restore the caller's order.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[Generation] = []
-    try:
-        for start in range(0, len(prompts), settings.batch_size):
-            batch = [prompts[i] for i in order[start : start + settings.batch_size]]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            sampling = settings.temperature > 0
-            with torch.no_grad(), autocast(model, settings.precision):
-                ids = model.generate(
-                    **enc, max_new_tokens=settings.max_new_tokens, do_sample=sampling,
-                    temperature=settings.temperature if sampling else None,
-                    top_p=settings.top_p if sampling else None, top_k=None,
-                    eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                )
-            new = ids[:, enc["input_ids"].shape[1] :]  # (B, T_new)
-            for prompt, row in zip(batch, new.tolist()):
-                n = row.index(eos) + 1 if eos in row else len(row)
-                text = tokenizer.decode(row[:n], skip_special_tokens=True)
-                out.append(Generation(prompt, text.strip(), n, truncated=eos not in row))
-            if on_batch:
-                on_batch(len(batch))
-    finally:
-        tokenizer.padding_side = old_side
-        model.train(was_training)
-    restored: list[Generation] = [out[0]] * len(out)
-    for pos, i in enumerate(order):
-        restored[i] = out[pos]
-    return restored
+    order = sorted(range(len(prompts)), key=lambda i: len(prefixes[i]))
+    restored: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), settings.batch_size):
+        chunk = order[start : start + settings.batch_size]
+        groups = engine.sample([prefixes[i] for i in chunk], sampling, first_index=start)
+        for i, (completion,) in zip(chunk, groups):
+            restored[i] = Generation(prompts[i], completion.text.strip(), len(completion.token_ids),
+                                     truncated=completion.finish_reason == "length")
+        if on_batch:
+            on_batch(len(chunk))
+    return [g for g in restored if g is not None]

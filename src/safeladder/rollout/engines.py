@@ -15,10 +15,13 @@ OPTIONAL_ENGINE_MODULES = ["safeladder.rollout.vllm_engine", "safeladder.distrib
 
 
 @ENGINES.register("transformers")
-def _transformers(model: Any, tokenizer: Any, **_: Any) -> RolloutEngine:
+def _transformers(model: Any, tokenizer: Any, decode_threads: int | str = "auto", **unknown: Any) -> RolloutEngine:
     from safeladder.rollout.hf_engine import TransformersEngine
 
-    return TransformersEngine(model, tokenizer)
+    if unknown:
+        raise ValueError(f"rollout.engine_options {sorted(unknown)} do not apply to the transformers engine "
+                         "(it takes: decode_threads)")
+    return TransformersEngine(model, tokenizer, decode_threads=decode_threads)
 
 
 def build_engine(name: str, model: Any, tokenizer: Any, **options: Any) -> RolloutEngine:

