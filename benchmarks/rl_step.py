@@ -4,12 +4,18 @@
 
 Both sides: SmolLM2-135M (the embedded model, fp32 on CPU), LoRA r=16/α=32 on all linear
 layers, G samples for each of P prompts per step, temperature 1.0, the same math prompts with
-the reasoning system prompt, the same rule reward (math answer correct), no KL term (TRL's
+the reasoning system prompt, the same dense rule reward (below), no KL term (TRL's
 default β=0), one optimisation pass per batch, no gradient checkpointing (TRL turns it on by
 default; it only saves memory). One warm-up step each, then `--steps` measured steps,
 alternating the two trainers so machine load affects both alike. Prints s/step, tokens per
 step, the ratio, our time split (generate / score / train), and the training pass's FLOP
 utilisation against a matmul throughput measured in the same run.
+
+The reward is dense on purpose: completion length in characters, capped at 400, scaled to
+[0, 1]. Every group then has reward variance, so both trainers run their full training pass
+on every row at every step. With a 0/1 "math answer correct" reward the base model scores 0
+almost everywhere; our trainer then skips the training pass (zero-advantage rows have exactly
+zero gradient) while TRL still runs it, which would flatter us for the wrong reason.
 """
 
 from __future__ import annotations
@@ -40,11 +46,20 @@ def math_prompts(k: int) -> list:
     return load_math("dev")[:k]
 
 
-def math_reward(completion: str, reference: str) -> float:
-    from safeladder.format import parse_response
-    from safeladder.verifiers.math_answer import is_correct
+def length_reward(completion: str) -> float:
+    return min(len(completion), 400) / 400
 
-    return float(is_correct(parse_response(completion).answer, reference))
+
+def _register_length_verifier() -> None:
+    from safeladder.verifiers.base import VERIFIERS, Verdict, Verifier, register_verifier
+
+    if "bench_length" in VERIFIERS:
+        return
+
+    @register_verifier("bench_length")
+    class LengthVerifier(Verifier):
+        def verify(self, items):
+            return [Verdict(score=length_reward(it.response), label="length") for it in items]
 
 
 # ------------------------------------------------------------------------------------- ours
@@ -56,7 +71,8 @@ def ours(args, model_dir: Path, out: Path):
     prompts.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "label": "math", "reference": s.reference}) + "\n"
                                for s in math_prompts(64)))
     recipe = out / "recipe.yaml"
-    recipe.write_text("format_reward: 0.0\nrecipes: {math: [{verifier: math}]}\n")
+    _register_length_verifier()
+    recipe.write_text("format_reward: 0.0\nrecipes: {math: [{verifier: bench_length}]}\n")
     cfg = RLConfig.model_validate({
         "model": {"name": str(model_dir), "lora": {"r": 16, "alpha": 32}},
         "output_dir": str(out / "ours"), "tasks": {"math": {"path": str(prompts), "split": "all"}},
@@ -89,8 +105,8 @@ def trl(args, model_dir: Path, out: Path):
     rows = [{"prompt": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": s.prompt}],
              "reference": s.reference} for s in math_prompts(64)]
 
-    def reward(completions, reference, **_):
-        return [math_reward(c[0]["content"] if isinstance(c, list) else c, r) for c, r in zip(completions, reference)]
+    def reward(completions, **_):
+        return [length_reward(c[0]["content"] if isinstance(c, list) else c) for c in completions]
 
     config = GRPOConfig(
         output_dir=str(out / "trl"), per_device_train_batch_size=args.group_size * args.prompts,
@@ -167,7 +183,7 @@ def main() -> None:
     train_tokens = statistics.mean(r["train/tokens_per_s"] * r["time/train_s"] for r in measured)
     # LoRA training pass: forward 2·N·T plus backward through activations 2·N·T (frozen weights get no grads)
     flops = 4 * n_params * train_tokens
-    mfu = flops / trn / 1e9 / gflops
+    mfu = flops / max(trn, 1e-9) / 1e9 / gflops
 
     print(f"machine: {torch.get_num_threads()} threads, matmul {gflops:.1f} GFLOP/s (fp32, 1024²)")
     print(f"settings: SmolLM2-135M fp32, LoRA r16 all-linear, G={args.group_size}, prompts/step={args.prompts}, "

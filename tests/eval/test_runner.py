@@ -72,7 +72,8 @@ def test_runner_on_the_tiny_model_writes_the_layout_and_a_rerun_is_served_from_c
 
     monkeypatch.setattr(runner, "generate", counting)
     first = runner.evaluate("tiny", suite(), tmp_path, quiet=True)
-    assert len(calls) == 3 and first.generated == ["harmful", "arithmetic", "qa"] and first.cached == []
+    # one batched call for the three benchmarks (same generation settings), results split back
+    assert len(calls) == 1 and first.generated == ["harmful", "arithmetic", "qa"] and first.cached == []
 
     point = json.loads((tmp_path / "base" / "point.json").read_text())
     assert point["name"] == "base" and point["model"] == "tiny" and point["step"] is None and point["order"] == 0
@@ -128,7 +129,7 @@ def test_cache_key_changes_when_generation_settings_change(tmp_path, fake):
     runner.evaluate("tiny", suite(), tmp_path, quiet=True)
     n = len(fake.calls)
     runner.evaluate("tiny", suite(generation={"max_new_tokens": 8, "batch_size": 8}), tmp_path, quiet=True)
-    assert len(fake.calls) == n + 3  # every benchmark generated again
+    assert len(fake.calls) == n + 1 and sum(fake.calls[n:]) == 7  # every benchmark generated again (one batch)
 
 
 def test_model_fingerprint_follows_file_contents_not_paths(tmp_path):
@@ -244,3 +245,22 @@ def test_quick_suite_on_smollm2(tmp_path, smollm2):
         m = result.metrics[b.name]
         assert m["n"] == 2 and m["metrics"]["mean_tokens"]["value"] > 0
     assert result.scores["safety"]["value"] is not None
+
+
+def test_benchmarks_generated_together_match_benchmarks_generated_alone(tmp_path, monkeypatch):
+    together = runner.evaluate("tiny", suite(), tmp_path / "together", quiet=True)
+    monkeypatch.setattr(runner, "_generate_together", lambda *a, **k: {})  # one generate call per benchmark
+    alone = runner.evaluate("tiny", suite(), tmp_path / "alone", quiet=True)
+    assert together.metrics.keys() == alone.metrics.keys()
+    for name in ("harmful", "arithmetic", "qa"):
+        rows = [[json.loads(line) for line in (tmp_path / d / "base" / name / "generations.jsonl").read_text().splitlines()]
+                for d in ("together", "alone")]
+        assert [r["id"] for r in rows[0]] == [r["id"] for r in rows[1]]
+        assert [r["completion"] for r in rows[0]] == [r["completion"] for r in rows[1]]
+
+
+def test_benchmarks_with_other_generation_settings_are_generated_separately(tmp_path, fake):
+    changed = json.loads(json.dumps(SUITE))
+    changed["benchmarks"][2]["generation"] = {"max_new_tokens": 6}
+    runner.evaluate("tiny", SuiteConfig.model_validate(changed), tmp_path, quiet=True)
+    assert sorted(fake.calls) == [2, 5]  # harmful + arithmetic together (3 + 2), qa alone

@@ -233,12 +233,14 @@ def evaluate(
     result = PointResult(point_name, _model_label(model), step, order, point_dir, {}, {})
     bar = progress_bar(disable=quiet)
     with bar:
-        for cfg in suite.benchmarks:
-            bench = Benchmark(cfg, suite.limited(cfg))
-            items = bench.items()
+        benches = [(cfg, Benchmark(cfg, suite.limited(cfg))) for cfg in suite.benchmarks]
+        items_of = {cfg.name: bench.items() for cfg, bench in benches}
+        ready = _generate_together(benches, items_of, suite, point_dir, fingerprint, lazy, bar, point_name)
+        for cfg, bench in benches:
+            items = items_of[cfg.name]
             task = bar.add_task(f"{point_name} · {cfg.name}", total=len(items), info="")
             result.metrics[cfg.name] = _run_benchmark(bench, items, suite, point_dir / cfg.name, fingerprint, lazy,
-                                                      result, lambda n, t=task: bar.advance(t, n))
+                                                      result, lambda n, t=task: bar.advance(t, n), ready.get(cfg.name))
             bar.update(task, completed=len(items), info=_headline(result.metrics[cfg.name]))
             if on_benchmark:
                 on_benchmark(cfg.name, result.metrics[cfg.name])
@@ -250,8 +252,47 @@ def evaluate(
     return result
 
 
+def _needs_generation(bench: Benchmark, items: list[Sample], suite: SuiteConfig, bdir: Path, fingerprint: str) -> bool:
+    cfg = bench.cfg
+    settings = cfg.settings(suite.generation)
+    gen_key = generation_key(fingerprint, items, [bench.chat(s) for s in items], cfg.system_prompt, settings)
+    return _cached_metrics(bdir, cache_key(gen_key, cfg)) is None and _cached_generations(bdir, gen_key, items) is None
+
+
+def _generate_together(benches: list[tuple[BenchmarkConfig, Benchmark]], items_of: dict[str, list[Sample]],
+                       suite: SuiteConfig, point_dir: Path, fingerprint: str, lazy: _LazyPolicy, bar: Any,
+                       point_name: str) -> dict[str, list[Any]]:
+    """Generate for all benchmarks that share generation settings in one batched call.
+
+    A CPU decodes many rows per step for little more than the cost of a few, so three 50-prompt
+    benchmarks run faster as one 150-row batch than one after another. Returns benchmark name →
+    generations for the benchmarks generated here; the others go through `_run_benchmark` alone.
+    """
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for cfg, bench in benches:
+        items = items_of[cfg.name]
+        if items and _needs_generation(bench, items, suite, point_dir / cfg.name, fingerprint):
+            groups.setdefault((cfg.settings(suite.generation), cfg.system_prompt), []).append(cfg.name)
+    by_name = {cfg.name: bench for cfg, bench in benches}
+    out: dict[str, list[Any]] = {}
+    for (settings, system_prompt), names in groups.items():
+        if len(names) < 2:
+            continue
+        chats = [by_name[n].chat(s) for n in names for s in items_of[n]]
+        task = bar.add_task(f"{point_name} · generating ({', '.join(names)})", total=len(chats), info="")
+        policy = lazy.get()
+        gens = generate(policy.model, policy.tokenizer, chats, settings, system_prompt=system_prompt,
+                        on_batch=lambda n, t=task: bar.advance(t, n))
+        start = 0
+        for n in names:
+            out[n], start = gens[start : start + len(items_of[n])], start + len(items_of[n])
+    return out
+
+
 def _run_benchmark(bench: Benchmark, items: list[Sample], suite: SuiteConfig, bdir: Path, fingerprint: str,
-                   lazy: _LazyPolicy, result: PointResult, advance: Callable[[int], None]) -> dict[str, Any]:
+                   lazy: _LazyPolicy, result: PointResult, advance: Callable[[int], None],
+                   generated: list[Any] | None = None) -> dict[str, Any]:
+    """Judge and summarise one benchmark, generating first unless cached or `generated` is given."""
     cfg = bench.cfg
     settings = cfg.settings(suite.generation)
     chats = [bench.chat(s) for s in items]
@@ -264,7 +305,11 @@ def _run_benchmark(bench: Benchmark, items: list[Sample], suite: SuiteConfig, bd
     rows = _cached_generations(bdir, gen_key, items)
     if rows is None:
         policy = lazy.get()
-        gens = generate(policy.model, policy.tokenizer, chats, settings, system_prompt=cfg.system_prompt, on_batch=advance)
+        if generated is not None:
+            gens = generated
+            advance(len(items))
+        else:
+            gens = generate(policy.model, policy.tokenizer, chats, settings, system_prompt=cfg.system_prompt, on_batch=advance)
         rows = _base_rows(items, chats, gens, policy.tokenizer)
         (bdir / GEN_KEY_FILE).unlink(missing_ok=True)  # never pair new generations with an old key
         write_jsonl(bdir / GENERATIONS, rows)  # saved before judging: a judge failure never costs the generations
