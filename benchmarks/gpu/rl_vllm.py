@@ -28,6 +28,11 @@ from pathlib import Path
 from typing import Any
 
 MATH_RECIPE = "format_reward: 1.0\non_missing: skip\nrecipes: {math: [{verifier: math}]}\n"
+# The dry run's tiny random model never answers a sum or writes the format: its math reward is 0
+# everywhere, the advantages are 0 and the trainer (exactly) skips the update. A brevity term
+# gives every group reward variance, so the dry run exercises the update and the weight sync.
+DRY_RUN_RECIPE = ("format_reward: 1.0\non_missing: skip\nrecipes: {math: [{verifier: math}, "
+                  "{verifier: length, weight: 0.5, options: {max_words: 4, target: completion}}]}\n")
 REPORTED = ["time/step_s", "time/generate_s", "time/verify_s", "time/train_s", "sync_s", "rollout/tokens_per_s",
             "response/tokens_mean", "reward/mean"]
 
@@ -86,7 +91,7 @@ def build_config(args: argparse.Namespace, work: Path) -> Any:
         overrides["precision"] = "fp32"
     if args.recipe == "math":
         recipe = work / "recipe_math.yaml"
-        recipe.write_text(MATH_RECIPE)
+        recipe.write_text(DRY_RUN_RECIPE if args.dry_run else MATH_RECIPE)
         overrides["curriculum"] = [{"name": "knowledge+general", "steps": args.steps, "mixture": {"math": 1.0}, "recipe": str(recipe)}]
     else:  # the preset's two phases, shrunk to this run's length
         first = max(1, args.steps // 3)
