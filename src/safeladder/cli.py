@@ -212,7 +212,7 @@ def verifier_serve(
 
 @app.command()
 def setup(
-    heads: bool = typer.Option(True, help="Also train the CPU verifier heads if missing (~3-5 min on 2 cores)."),
+    heads: bool = typer.Option(True, help="Also install the CPU verifier heads (shipped; retrained only if stale, ~4 min on 2 cores)."),
 ) -> None:
     """Prepare the cache: convert the embedded model and build missing verifier heads."""
     from safeladder.models.builtin import BUILTIN_MODELS, ensure_converted
