@@ -233,17 +233,15 @@ def evaluate(
     result = PointResult(point_name, _model_label(model), step, order, point_dir, {}, {})
     bar = progress_bar(disable=quiet)
     with bar:
-        benches = [(cfg, Benchmark(cfg, suite.limited(cfg))) for cfg in suite.benchmarks]
-        items_of = {cfg.name: bench.items() for cfg, bench in benches}
-        ready = _generate_together(benches, items_of, suite, point_dir, fingerprint, lazy, bar, point_name)
-        for cfg, bench in benches:
-            items = items_of[cfg.name]
-            task = bar.add_task(f"{point_name} · {cfg.name}", total=len(items), info="")
-            result.metrics[cfg.name] = _run_benchmark(bench, items, suite, point_dir / cfg.name, fingerprint, lazy,
-                                                      result, lambda n, t=task: bar.advance(t, n), ready.get(cfg.name))
-            bar.update(task, completed=len(items), info=_headline(result.metrics[cfg.name]))
+        plans = [_plan(cfg, Benchmark(cfg, suite.limited(cfg)), suite, point_dir, fingerprint) for cfg in suite.benchmarks]
+        ready = _generate_together(plans, lazy, bar, point_name)
+        for plan in plans:
+            name = plan.bench.cfg.name
+            task = bar.add_task(f"{point_name} · {name}", total=len(plan.items), info="")
+            result.metrics[name] = _run_benchmark(plan, lazy, result, lambda n, t=task: bar.advance(t, n), ready.get(name))
+            bar.update(task, completed=len(plan.items), info=_headline(result.metrics[name]))
             if on_benchmark:
-                on_benchmark(cfg.name, result.metrics[cfg.name])
+                on_benchmark(name, result.metrics[name])
     result.scores = compute_scores(suite.scores, result.metrics)
     _write_json(point_dir / POINT, {
         "name": point_name, "model": result.model, "step": step, "order": order, "scores": result.scores,
@@ -252,74 +250,91 @@ def evaluate(
     return result
 
 
-def _needs_generation(bench: Benchmark, items: list[Sample], suite: SuiteConfig, bdir: Path, fingerprint: str) -> bool:
-    cfg = bench.cfg
+@dataclass
+class _Plan:
+    """One benchmark at one point: its prompts, cache keys and whatever the cache already holds."""
+
+    bench: Benchmark
+    items: list[Sample]
+    chats: list[Any]
+    settings: GenerationSettings
+    bdir: Path
+    gen_key: str
+    key: str
+    metrics: dict[str, Any] | None  # cached metrics (the benchmark is done)
+    rows: list[dict[str, Any]] | None  # cached generations (only judging is left)
+
+    @property
+    def needs_generation(self) -> bool:
+        return bool(self.items) and self.metrics is None and self.rows is None
+
+
+def _plan(cfg: BenchmarkConfig, bench: Benchmark, suite: SuiteConfig, point_dir: Path, fingerprint: str) -> _Plan:
+    items = bench.items()
+    chats = [bench.chat(s) for s in items]
     settings = cfg.settings(suite.generation)
-    gen_key = generation_key(fingerprint, items, [bench.chat(s) for s in items], cfg.system_prompt, settings)
-    return _cached_metrics(bdir, cache_key(gen_key, cfg)) is None and _cached_generations(bdir, gen_key, items) is None
+    bdir = point_dir / cfg.name
+    gen_key = generation_key(fingerprint, items, chats, cfg.system_prompt, settings)
+    key = cache_key(gen_key, cfg)
+    metrics = _cached_metrics(bdir, key)
+    rows = None if metrics is not None else _cached_generations(bdir, gen_key, items)
+    return _Plan(bench, items, chats, settings, bdir, gen_key, key, metrics, rows)
 
 
-def _generate_together(benches: list[tuple[BenchmarkConfig, Benchmark]], items_of: dict[str, list[Sample]],
-                       suite: SuiteConfig, point_dir: Path, fingerprint: str, lazy: _LazyPolicy, bar: Any,
-                       point_name: str) -> dict[str, list[Any]]:
+def _generate_together(plans: list[_Plan], lazy: _LazyPolicy, bar: Any, point_name: str) -> dict[str, list[Any]]:
     """Generate for all benchmarks that share generation settings in one batched call.
 
     A CPU decodes many rows per step for little more than the cost of a few, so three 50-prompt
     benchmarks run faster as one 150-row batch than one after another. Returns benchmark name →
     generations for the benchmarks generated here; the others go through `_run_benchmark` alone.
     """
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for cfg, bench in benches:
-        items = items_of[cfg.name]
-        if items and _needs_generation(bench, items, suite, point_dir / cfg.name, fingerprint):
-            groups.setdefault((cfg.settings(suite.generation), cfg.system_prompt), []).append(cfg.name)
-    by_name = {cfg.name: bench for cfg, bench in benches}
+    groups: dict[tuple[Any, ...], list[_Plan]] = {}
+    for plan in plans:
+        if plan.needs_generation:
+            groups.setdefault((plan.settings, plan.bench.cfg.system_prompt), []).append(plan)
     out: dict[str, list[Any]] = {}
-    for (settings, system_prompt), names in groups.items():
-        if len(names) < 2:
+    for (settings, system_prompt), group in groups.items():
+        if len(group) < 2:
             continue
-        chats = [by_name[n].chat(s) for n in names for s in items_of[n]]
+        names = [p.bench.cfg.name for p in group]
+        chats = [c for p in group for c in p.chats]
         task = bar.add_task(f"{point_name} · generating ({', '.join(names)})", total=len(chats), info="")
         policy = lazy.get()
         gens = generate(policy.model, policy.tokenizer, chats, settings, system_prompt=system_prompt,
                         on_batch=lambda n, t=task: bar.advance(t, n))
         start = 0
-        for n in names:
-            out[n], start = gens[start : start + len(items_of[n])], start + len(items_of[n])
+        for p in group:
+            out[p.bench.cfg.name], start = gens[start : start + len(p.items)], start + len(p.items)
     return out
 
 
-def _run_benchmark(bench: Benchmark, items: list[Sample], suite: SuiteConfig, bdir: Path, fingerprint: str,
-                   lazy: _LazyPolicy, result: PointResult, advance: Callable[[int], None],
+def _run_benchmark(plan: _Plan, lazy: _LazyPolicy, result: PointResult, advance: Callable[[int], None],
                    generated: list[Any] | None = None) -> dict[str, Any]:
     """Judge and summarise one benchmark, generating first unless cached or `generated` is given."""
+    bench, items, bdir = plan.bench, plan.items, plan.bdir
     cfg = bench.cfg
-    settings = cfg.settings(suite.generation)
-    chats = [bench.chat(s) for s in items]
-    gen_key = generation_key(fingerprint, items, chats, cfg.system_prompt, settings)
-    key = cache_key(gen_key, cfg)
-    done = _cached_metrics(bdir, key)
-    if done is not None:
+    if plan.metrics is not None:
         result.cached.append(cfg.name)
-        return done
-    rows = _cached_generations(bdir, gen_key, items)
+        return plan.metrics
+    rows = plan.rows
     if rows is None:
         policy = lazy.get()
         if generated is not None:
             gens = generated
             advance(len(items))
         else:
-            gens = generate(policy.model, policy.tokenizer, chats, settings, system_prompt=cfg.system_prompt, on_batch=advance)
-        rows = _base_rows(items, chats, gens, policy.tokenizer)
+            gens = generate(policy.model, policy.tokenizer, plan.chats, plan.settings, system_prompt=cfg.system_prompt,
+                            on_batch=advance)
+        rows = _base_rows(items, plan.chats, gens, policy.tokenizer)
         (bdir / GEN_KEY_FILE).unlink(missing_ok=True)  # never pair new generations with an old key
         write_jsonl(bdir / GENERATIONS, rows)  # saved before judging: a judge failure never costs the generations
-        (bdir / GEN_KEY_FILE).write_text(gen_key)
+        (bdir / GEN_KEY_FILE).write_text(plan.gen_key)
         result.generated.append(cfg.name)
     judged = [row | j for row, j in zip(rows, bench.judge(items, [r["completion"] for r in rows]))]
     write_jsonl(bdir / GENERATIONS, judged)
     metrics = {
-        "benchmark": cfg.name, "kind": cfg.kind, "n": len(items), "cache_key": key, "model": result.model,
-        "judge": bench.judge_name, "generation": asdict(settings), **bench.summarise(judged),
+        "benchmark": cfg.name, "kind": cfg.kind, "n": len(items), "cache_key": plan.key, "model": result.model,
+        "judge": bench.judge_name, "generation": asdict(plan.settings), **bench.summarise(judged),
     }
     _write_json(bdir / METRICS, metrics)  # written last: its presence marks the benchmark done
     return metrics
