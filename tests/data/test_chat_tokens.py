@@ -55,3 +55,24 @@ def test_token_losses_match_hand_computation():
     loss_sum, n = token_losses(logits, labels)
     assert n == 2
     assert torch.isclose(loss_sum, torch.tensor(-math.log(0.5) - math.log(0.25)))
+
+
+def test_masked_spans_get_no_loss_and_are_tokenized_like_a_tool_turn(tiny_policy):
+    tok = tiny_policy.tokenizer
+    before, info, after = "<think>\n<search> q </search>", "\n<information>\nDoc 1 fact.\n</information>\n", "So 5.\n</think>\n5"
+    ex = encode_example(tok, CHAT, before + info + after, SYSTEM_PROMPT, 1024, masked_spans=[("<information>", "</information>")])
+    n_prompt = len(tok(render_prompt(tok, CHAT), add_special_tokens=False)["input_ids"])
+    ids = {name: tok(text, add_special_tokens=False)["input_ids"] for name, text in
+           {"before": before, "info": info, "after": after}.items()}
+    # each piece tokenized on its own (as a multi-turn rollout appends tool output) ...
+    assert ex["input_ids"][n_prompt:] == ids["before"] + ids["info"] + ids["after"] + [tok.eos_token_id]
+    # ... and the tool's piece, newlines included, carries no label
+    assert ex["labels"][n_prompt:] == ids["before"] + [IGNORE] * len(ids["info"]) + ids["after"] + [tok.eos_token_id]
+
+
+def test_masked_span_without_close_masks_to_the_end(tiny_policy):
+    tok = tiny_policy.tokenizer
+    ex = encode_example(tok, CHAT, "a <information> never closed", SYSTEM_PROMPT, 1024,
+                        masked_spans=[("<information>", "</information>")])
+    labelled = [t for t in ex["labels"] if t != IGNORE]
+    assert tok.decode(labelled[:-1]) == "a "

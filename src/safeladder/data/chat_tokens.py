@@ -15,20 +15,56 @@ from safeladder.format import render_prompt
 IGNORE = -100
 
 
+def _segments(completion: str, masked_spans: Sequence[tuple[str, str]]) -> list[tuple[str, bool]]:
+    """Split the completion into (text, trained) pieces; `open … close` spans (inclusive) are not trained."""
+    out: list[tuple[str, bool]] = []
+    rest = completion
+    while rest:
+        hits = [(rest.find(o), o, c) for o, c in masked_spans if rest.find(o) >= 0]
+        if not hits:
+            out.append((rest, True))
+            break
+        start, _, close = min(hits)
+        end = rest.find(close, start)
+        end = len(rest) if end < 0 else end + len(close)
+        # the tool's newlines around its block belong to it, as in a rollout's tool turn
+        while start > 0 and rest[start - 1] == "\n":
+            start -= 1
+        while end < len(rest) and rest[end] == "\n":
+            end += 1
+        if start:
+            out.append((rest[:start], True))
+        out.append((rest[start:end], False))
+        rest = rest[end:]
+    return out
+
+
 def encode_example(
     tokenizer: Any, chat: Sequence[dict[str, str]], completion: str,
-    system_prompt: str | None, max_len: int,
+    system_prompt: str | None, max_len: int, masked_spans: Sequence[tuple[str, str]] = (),
 ) -> dict[str, list[int]]:
-    """Prompt ids (label IGNORE) + completion ids + EOS (labelled). Truncates the completion end."""
+    """Prompt ids (label IGNORE) + completion ids + EOS (labelled). Truncates the completion end.
+
+    `masked_spans`: (open, close) markers of tool output inside the completion (e.g.
+    `("<information>", "</information>")`): those pieces are tokenized on their own, as a
+    multi-turn rollout appends them, and get label IGNORE — context the model reads, never
+    text it is trained to write.
+    """
     prompt_ids = tokenizer(render_prompt(tokenizer, chat, system_prompt), add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    completion_ids: list[int] = []
+    completion_labels: list[int] = []
+    for text, trained in _segments(completion, masked_spans) if masked_spans else [(completion, True)]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        completion_ids += ids
+        completion_labels += ids if trained else [IGNORE] * len(ids)
+    completion_ids.append(tokenizer.eos_token_id)
+    completion_labels.append(tokenizer.eos_token_id)
     room = max_len - len(prompt_ids)
     if room < 8:
         raise ValueError(f"prompt is {len(prompt_ids)} tokens, too long for max_len={max_len}")
-    completion_ids = completion_ids[:room]
     return {
-        "input_ids": prompt_ids + completion_ids,
-        "labels": [IGNORE] * len(prompt_ids) + completion_ids,
+        "input_ids": prompt_ids + completion_ids[:room],
+        "labels": [IGNORE] * len(prompt_ids) + completion_labels[:room],
     }
 
 

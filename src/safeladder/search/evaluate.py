@@ -66,3 +66,20 @@ def evaluate_search(
         mean_calls=sum(r.info.get("search_calls", 0) for r in rollouts) / max(n, 1),
         mean_model_tokens=sum(r.n_model_tokens for r in rollouts) / max(n, 1), rows=rows,
     )
+
+
+def evaluate_search_model(
+    model: Any, samples: Sequence[Sample], index: Any, *, topk: int = 2, max_calls: int = 2,
+    max_passage_tokens: int = 64, max_new_tokens: int = 160, batch_size: int = 64, **options: Any,
+) -> SearchEvalResult:
+    """`evaluate_search` from a model name/dir and an index directory (passages cut by the model's tokens)."""
+    from safeladder.models.loader import load_policy
+    from safeladder.rollout.hf_engine import TransformersEngine
+    from safeladder.search.environment import search_environment
+
+    policy = load_policy(str(model))
+    engine = TransformersEngine(policy.model, policy.tokenizer)
+    env = search_environment(index=str(index), topk=topk, max_calls=max_calls,
+                             max_passage_tokens=max_passage_tokens, tokenizer=policy.tokenizer)
+    return evaluate_search(engine, samples, env, max_new_tokens=max_new_tokens, max_turns=max_calls + 1,
+                           batch_size=batch_size, **options)

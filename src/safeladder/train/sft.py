@@ -51,6 +51,9 @@ class SFTConfig(BaseModel):
     output_dir: str = "runs/sft"
     system_prompt: str = SYSTEM_PROMPT
     max_len: int = Field(384, ge=16)
+    # (open, close) markers of tool output inside the traces, e.g. [["<information>", "</information>"]]
+    # for search traces: read by the model, never trained on (as in RL, where tool tokens have mask 0)
+    masked_spans: list[tuple[str, str]] = Field(default_factory=list)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     epochs: float = Field(1.0, gt=0)
@@ -96,7 +99,8 @@ class SFTTrainer:
         self.samples = samples if samples is not None else build_dataset(cfg)
         tok = self.policy.tokenizer
         self.examples = [
-            encode_example(tok, s.chat(), s.response or "", cfg.system_prompt, cfg.max_len) for s in self.samples
+            encode_example(tok, s.chat(), s.response or "", cfg.system_prompt, cfg.max_len, cfg.masked_spans)
+            for s in self.samples
         ]
         per_step = cfg.batch_size * cfg.grad_accum
         self.steps_per_epoch = max(1, len(self.examples) // per_step)
