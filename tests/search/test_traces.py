@@ -66,3 +66,12 @@ def test_cli_writes_traces_that_sft_can_load(tmp_path):
     assert all(r.response.startswith("<think>\n<search> ") and "<confidence>" in r.response for r in rows)
     # most world questions are answered from the retrieved passage (BM25 finds the entity's page)
     assert sum("<confidence>high" in r.response for r in rows) >= 9
+
+
+def test_question_without_reference_is_a_data_error_naming_the_sample():
+    import pytest
+
+    from safeladder.errors import DataError
+
+    with pytest.raises(DataError, match="sample q9: reference"):
+        search_trace(Sample(id="q9", prompt="What is the capital of Quarvel?", label="search_qa"), _env(), {})

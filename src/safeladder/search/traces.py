@@ -27,6 +27,7 @@ import re
 from typing import Any, Sequence
 
 from safeladder.data.sample import Sample
+from safeladder.errors import DataError
 from safeladder.format import THINK_CLOSE, THINK_OPEN
 from safeladder.search.base import Passage
 from safeladder.search.environment import INFO_CLOSE, INFO_OPEN, SEARCH_CLOSE, SEARCH_OPEN, SearchEnvironment
@@ -56,7 +57,7 @@ def search_trace(sample: Sample, env: SearchEnvironment, titles: dict[str, str])
     """The completion for one search question (see the module docstring); `titles`: doc id → title."""
     aliases = reference_aliases(sample.reference or "")
     if not aliases:
-        raise ValueError(f"{sample.id}: a search trace needs a reference answer")
+        raise DataError(f"sample {sample.id}", None, "reference", "a search trace needs a reference answer")
     question = sample.user_text
     parts = [f"{THINK_OPEN}\n"]
 
@@ -71,8 +72,8 @@ def search_trace(sample: Sample, env: SearchEnvironment, titles: dict[str, str])
     if len(gold) == 2 and gold[1] in titles:  # two hops: find the bridge entity, then search for it
         bridge = titles[gold[1]]
         if any(bridge.lower() in p.text.lower() for p in passages):
-            hop = re.sub(r"^In which city was the founder of the (.+) born$", r"\1", _query(question))
-            parts.append(f"The {hop} was founded by {bridge}. Next I find where {bridge} was born.\n")
+            first = titles.get(gold[0], "organisation")
+            parts.append(f"The {first} was founded by {bridge}. Next I find where {bridge} was born.\n")
             passages = search(f"Where was {bridge} born")
     found = _sentence_with(passages, aliases[:1]) or _sentence_with(passages, aliases)
     if found:
