@@ -120,3 +120,22 @@ def test_counts_above_the_split_cycle_with_new_trace_variants():
     again = samples[pool:]
     assert all(s.id in first for s in again)
     assert sum(first[s.id] != s.response for s in again) >= 5  # the second pass uses other trace variants
+
+
+def test_labelled_loss_skips_prompt_logits_without_changing_the_loss(tmp_path):
+    from safeladder.data.chat_tokens import collate, token_losses
+    from safeladder.train.sft import labelled_loss_sum
+
+    trainer = SFTTrainer(_cfg(tmp_path, max_steps=1, data={"builtin": {"math": 3, "harmful": 2}}))
+    model, pad = trainer.policy.model, trainer.policy.tokenizer.pad_token_id
+    enc = collate(trainer.examples[:5], pad)
+    seen: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    with torch.no_grad():
+        fast = labelled_loss_sum(model, enc)
+        full, _ = token_losses(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits,
+                               enc["labels"])
+    hook.remove()
+    first_label = min(e["labels"].index(next(x for x in e["labels"] if x != -100)) for e in trainer.examples[:5])
+    assert seen[0] == enc["input_ids"].shape[1] - (first_label - 1) < seen[1]  # the head skipped the prompts
+    assert torch.allclose(fast, full, rtol=1e-5), (fast, full)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from safeladder.data.chat_tokens import collate, encode_example, token_losses
+from safeladder.data.chat_tokens import IGNORE, collate, encode_example, token_losses
 from safeladder.data.sample import Sample
 from safeladder.format import SYSTEM_PROMPT
 from safeladder.models.precision import Precision, autocast
@@ -86,6 +86,22 @@ def build_dataset(cfg: SFTConfig) -> list[Sample]:
     if not samples:
         raise ValueError("SFT data is empty: enable built-in traces or add files")
     return samples
+
+
+def labelled_loss_sum(model: Any, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labelled (assistant) positions of a collated batch.
+
+    The LM head runs only from the batch's first labelled position on (`logits_to_keep`): a
+    prompt position never needs its (·, V) logits, and on SmolLM2 the head is a fifth of the
+    FLOPs of a token while prompts are a third of the tokens of a demo batch.
+    """
+    labels = enc["labels"]  # (B, T)
+    labelled = labels != IGNORE  # (B, T)
+    first = int(labelled.float().argmax(dim=1).min()) if bool(labelled.any()) else labels.shape[1]
+    keep = labels.shape[1] - max(first - 1, 0)  # position first-1 predicts the first label
+    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], logits_to_keep=keep).logits
+    loss_sum, _ = token_losses(logits, labels[:, labels.shape[1] - keep :])  # logits: (B, keep, V)
+    return loss_sum
 
 
 class SFTTrainer:
@@ -166,8 +182,7 @@ class SFTTrainer:
         loss_total = 0.0
         for enc in encoded:
             with autocast(model, cfg.precision):
-                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            loss_sum, _ = token_losses(logits, enc["labels"])
+                loss_sum = labelled_loss_sum(model, enc)
             (loss_sum / n_tokens).backward()
             loss_total += float(loss_sum.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(

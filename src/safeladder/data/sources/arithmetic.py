@@ -4,7 +4,9 @@ Everything is generated from a seed, so the data needs no download and is exactl
 Sample `i` of seed `s` depends only on (s, kind, i): asking for more samples never changes the
 earlier ones. Traces are rebuilt from the sample's metadata (never by parsing its text) with a
 short, rigid, column-by-column procedure a 135M-parameter student can imitate, and every trace
-checks its own arithmetic before it is returned.
+is checked statement by statement before it is returned. An inverse "Check:" line (undo each
+step) is optional: at 135M parameters the student copies its form but not its arithmetic, and it
+costs ~20 tokens per answer in every SFT step, rollout and evaluation.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = [
 
 SOURCE = "safeladder-arithmetic"
 KINDS = ("add", "sub", "mul", "word")
-MAX_TRACE_WORDS = 90  # whitespace-separated tokens in think + answer; longer traces are rejected
+MAX_TRACE_WORDS = 90  # whitespace-separated tokens in think + answer, check line included; longer are rejected
 
 # ---------------------------------------------------------------------------------------------
 # Operations. Metadata stores ASCII symbols; text shows the symbol a reader expects.
@@ -254,7 +256,7 @@ def load_math(split: Split, n: int = 600, seed: int = 1234) -> list[Sample]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Traces: one sentence per column, one line per operation, then an inverse check.
+# Traces: one sentence per column, one line per operation, optionally an inverse check.
 
 
 def _digits(x: int, width: int) -> list[int]:
@@ -329,17 +331,20 @@ def _check_line(operands: Sequence[int], ops: Sequence[str]) -> str:
     return f"Check: {', '.join(undo)}. Correct."
 
 
-def _render(operands: Sequence[int], ops: Sequence[str], labels: Sequence[str] | None) -> tuple[str, str]:
+def _render(operands: Sequence[int], ops: Sequence[str], labels: Sequence[str] | None, check: bool) -> tuple[str, str]:
     values = _evaluate(operands, ops)
     lines = [
         _step_line(values[i], op, operands[i + 1], labels[i] if labels else None) for i, op in enumerate(ops)
     ]
-    lines.append(_check_line(operands, ops))
+    if check:
+        lines.append(_check_line(operands, ops))
     return "\n".join(lines), f"The answer is {values[-1]}."
 
 
 def _fits(operands: Sequence[int], ops: Sequence[str], labels: Sequence[str] | None) -> bool:
-    think, answer = _render(operands, ops, labels)
+    """Whether the trace fits MAX_TRACE_WORDS. Measured with the check line whatever the trace
+    style, so the problem pool (and with it the dev split) never depends on the style."""
+    think, answer = _render(operands, ops, labels, check=True)
     return len(think.split()) + len(answer.split()) < MAX_TRACE_WORDS
 
 
@@ -400,24 +405,25 @@ def _chain_from_metadata(sample: Sample) -> tuple[list[int], list[str], list[str
     return operands, ops, labels
 
 
-def arithmetic_trace(sample: Sample) -> str:
+def arithmetic_trace(sample: Sample, check: bool = False) -> str:
     """A verified SFT completion `<think>steps</think>The answer is N.` for a generated math sample.
 
-    Rebuilt from metadata (operands, ops, optional step_labels). Raises ValueError if the
-    metadata is unusable, disagrees with the reference, or any statement of the trace is false.
+    Rebuilt from metadata (operands, ops, optional step_labels); `check` appends the inverse
+    check line. Raises ValueError if the metadata is unusable, disagrees with the reference,
+    any statement of the trace is false, or the trace (with its check line) is too long.
     """
     operands, ops, labels = _chain_from_metadata(sample)
-    think, answer = _render(operands, ops, labels)
+    if not _fits(operands, ops, labels):
+        words = sum(len(part.split()) for part in _render(operands, ops, labels, check=True))
+        raise ValueError(f"{sample.id}: trace has {words} words with its check line (limit {MAX_TRACE_WORDS - 1})")
+    think, answer = _render(operands, ops, labels, check)
     completion = make_completion(think, answer)
     if sample.reference is None or not is_correct(answer_text(completion), sample.reference):
         raise ValueError(f"{sample.id}: trace answer {answer!r} does not match reference {sample.reference!r}")
-    check = think.splitlines()[-1]
-    if not (check.startswith("Check: ") and check.endswith(" Correct.") and _EQUATION.search(check)):
-        raise ValueError(f"{sample.id}: malformed check line {check!r}")
+    last = think.splitlines()[-1]
+    if check and not (last.startswith("Check: ") and last.endswith(" Correct.") and _EQUATION.search(last)):
+        raise ValueError(f"{sample.id}: malformed check line {last!r}")
     false = _false_statements(think)
     if false:
         raise ValueError(f"{sample.id}: trace states false arithmetic: {false}")
-    words = len(think.split()) + len(answer.split())
-    if words >= MAX_TRACE_WORDS:
-        raise ValueError(f"{sample.id}: trace has {words} words (limit {MAX_TRACE_WORDS - 1})")
     return completion
