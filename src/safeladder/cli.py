@@ -147,9 +147,9 @@ def verifier_train(
     seed: int = 0,
 ) -> None:
     """Train the embedding heads of the CPU verifiers and report held-out metrics."""
-    import json
-
     from rich.table import Table
+
+    from safeladder.paths import write_json
 
     from safeladder.verifiers.heads import heads_dir, train_heads
 
@@ -160,9 +160,7 @@ def verifier_train(
     for name, m in report.items():
         table.add_row(name, str(m.get("n")), *(f"{m.get(k, float('nan')):.3f}" for k in ("accuracy", "precision", "recall", "f1")))
     console.print(table)
-    target = (out or heads_dir()) / "report.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2, default=str))
+    target = write_json((out or heads_dir()) / "report.json", report, default=str)
     console.print(f"heads and report saved in {target.parent}")
 
 
@@ -398,9 +396,8 @@ def search_eval_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write rates and every rollout as JSON."),
 ) -> None:
     """Greedy rollouts with the search tool in the loop: accuracy, false-certain, honest doubt, search share."""
-    import json
-
     from safeladder.data.loaders import load_samples
+    from safeladder.paths import write_json
     from safeladder.search.evaluate import evaluate_search_model
 
     samples = load_samples(qa).samples[:limit]
@@ -412,7 +409,7 @@ def search_eval_cmd(
     console.print(f"mean searches {result.mean_calls:.2f} · mean model tokens {result.mean_model_tokens:.0f} · n {result.n}")
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({**result.summary(), "intervals": result.intervals, "rows": result.rows}, indent=1))
+        write_json(output, {**result.summary(), "intervals": result.intervals, "rows": result.rows}, indent=1)
 
 
 @search_app.command("adapt")

@@ -20,6 +20,7 @@ from rich.console import Console
 from safeladder.algorithms.registry import Registry
 from safeladder.config import _merge, load_config
 from safeladder.configs import preset_path
+from safeladder.paths import write_json
 
 console = Console()
 STAGE_DONE = "stage.json"
@@ -160,7 +161,7 @@ def run_ladder(cfg: LadderConfig, resume: bool = True, only: str | None = None) 
         _evaluate(cfg, str(final), run, f"{i}-{stage.name}", i)
         timings[f"eval {stage.name}"] = time.perf_counter() - t
         final = Path(final).resolve()  # absolute, so a rerun from another directory still finds it
-        done.write_text(json.dumps({"final": str(final), "seconds": timings[stage.name]}))
+        write_json(done, {"final": str(final), "seconds": timings[stage.name]})
         model = str(final)
         finals[stage.name] = model
         if only is not None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,6 +34,7 @@ from safeladder.eval.suite import BenchmarkConfig, SuiteConfig
 from safeladder.format import parse_response
 from safeladder.inference.generate import GenerationSettings, generate
 from safeladder.models.loader import ModelSpec, Policy, load_policy, resolve_model_dir
+from safeladder.paths import write_json
 from safeladder.train.checkpoint import CKPT_RE, STATE_FILE
 from safeladder.train.progress import progress_bar
 
@@ -125,14 +124,6 @@ def cache_key(gen_key: str, cfg: BenchmarkConfig) -> str:
 
 
 # --------------------------------------------------------------------------- files
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Atomic: a reader (or a killed run) sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
-
 
 def _read_json(path: Path) -> Any:
     try:
@@ -243,7 +234,7 @@ def evaluate(
             if on_benchmark:
                 on_benchmark(name, result.metrics[name])
     result.scores = compute_scores(suite.scores, result.metrics)
-    _write_json(point_dir / POINT, {
+    write_json(point_dir / POINT, {
         "name": point_name, "model": result.model, "step": step, "order": order, "scores": result.scores,
         "benchmarks": [b.name for b in suite.benchmarks],
     })
@@ -336,7 +327,7 @@ def _run_benchmark(plan: _Plan, lazy: _LazyPolicy, result: PointResult, advance:
         "benchmark": cfg.name, "kind": cfg.kind, "n": len(items), "cache_key": plan.key, "model": result.model,
         "judge": bench.judge_name, "generation": asdict(plan.settings), **bench.summarise(judged),
     }
-    _write_json(bdir / METRICS, metrics)  # written last: its presence marks the benchmark done
+    write_json(bdir / METRICS, metrics)  # written last: its presence marks the benchmark done
     return metrics
 
 
