@@ -35,8 +35,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def prepare(work: Path, n_traces: int, topk: int, max_passage_tokens: int) -> dict[str, Path]:
+def prepare(work: Path, n_traces: int, topk: int, max_passage_tokens: int, model: str) -> dict[str, Path]:
+    """World, BM25 index and warm-up traces; passages are cut by `model`'s tokens, as in its rollouts."""
     from safeladder.data.loaders import load_samples, write_jsonl
+    from safeladder.models.loader import load_tokenizer
     from safeladder.search.base import DOCUMENTS, index_corpus, load_index
     from safeladder.search.corpus import load_corpus
     from safeladder.search.environment import SearchEnvironment
@@ -49,7 +51,8 @@ def prepare(work: Path, n_traces: int, topk: int, max_passage_tokens: int) -> di
     if not (paths["index"] / DOCUMENTS).is_file():
         index_corpus(paths["world"] / "corpus.jsonl", "bm25", paths["index"])
     if not paths["traces"].is_file():
-        env = SearchEnvironment(load_index(paths["index"]), topk=topk, max_passage_tokens=max_passage_tokens)
+        env = SearchEnvironment(load_index(paths["index"]), topk=topk, max_passage_tokens=max_passage_tokens,
+                                tokenizer=load_tokenizer(model))
         samples = load_samples(paths["world"] / "train.jsonl").samples[:n_traces]
         write_jsonl(paths["traces"], search_traces(samples, env, load_corpus(paths["index"] / DOCUMENTS)))
     return paths
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env_opts = rl_preset["rollout"]["environment"]
     topk, calls, cut = env_opts["topk"], env_opts["max_calls"], env_opts["max_passage_tokens"]
     max_new = rl_preset["rollout"]["max_new_tokens"]
-    paths = prepare(args.work, args.traces, topk, cut)
+    paths = prepare(args.work, args.traces, topk, cut, args.model)
     dev = load_samples(paths["world"] / "dev.jsonl").samples[: args.dev]
     timings = {"prepare": time.perf_counter() - t0}
     rows: list[dict[str, Any]] = []

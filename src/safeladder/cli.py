@@ -366,17 +366,21 @@ def search_traces_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="JSONL of samples with their trace as `response`."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use the first N questions."),
     topk: int = typer.Option(3, "--topk", min=1),
-    max_passage_tokens: int = typer.Option(64, "--max-passage-tokens", min=1, help="Passage cut, in words."),
+    max_passage_tokens: int = typer.Option(64, "--max-passage-tokens", min=1, help="Passage cut (see --tokenizer)."),
+    tokenizer: Optional[str] = typer.Option(
+        None, "--tokenizer", help="Model whose tokens cut the passages, as its RL rollouts will (default: cut by words)."),
 ) -> None:
     """Warm-up SFT traces for the search stage: real searches, read, answer, stated confidence."""
     from safeladder.data.loaders import load_samples, write_jsonl
+    from safeladder.models.loader import load_tokenizer
     from safeladder.search.base import DOCUMENTS, load_index
     from safeladder.search.corpus import load_corpus
     from safeladder.search.environment import SearchEnvironment
     from safeladder.search.traces import search_traces
 
     samples = load_samples(qa).samples[:limit]
-    env = SearchEnvironment(load_index(index), topk=topk, max_passage_tokens=max_passage_tokens)
+    env = SearchEnvironment(load_index(index), topk=topk, max_passage_tokens=max_passage_tokens,
+                            tokenizer=load_tokenizer(tokenizer) if tokenizer else None)
     traced = search_traces(samples, env, load_corpus(index / DOCUMENTS))
     write_jsonl(output, [s.model_dump(mode="json") for s in traced])
     low = sum("<confidence>low" in (s.response or "") for s in traced)

@@ -78,3 +78,14 @@ def test_smollm2_converts_once_then_loads_fast_from_cache(tmp_path, monkeypatch)
     with torch.no_grad():
         assert torch.equal(first.model(input_ids=ids).logits, second.model(input_ids=ids).logits)
     assert sum(p.numel() for p in second.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_load_tokenizer_of_a_lora_checkpoint_without_one_is_its_base_models(tmp_path):
+    import json
+
+    from safeladder.models.loader import load_tokenizer
+    from safeladder.models.tiny import tiny_tokenizer
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "tiny"}))
+    text = "<think> 12 + 7 </think>"
+    assert load_tokenizer(str(tmp_path)).encode(text) == tiny_tokenizer().encode(text)

@@ -75,3 +75,29 @@ def test_question_without_reference_is_a_data_error_naming_the_sample():
 
     with pytest.raises(DataError, match="sample q9: reference"):
         search_trace(Sample(id="q9", prompt="What is the capital of Quarvel?", label="search_qa"), _env(), {})
+
+
+def test_cli_cuts_passages_by_the_policy_tokens_like_the_rollouts(tmp_path):
+    from typer.testing import CliRunner
+
+    from safeladder.cli import app
+    from safeladder.data.loaders import load_samples
+    from safeladder.models.tiny import tiny_tokenizer
+    from safeladder.search.base import load_index
+    from safeladder.search.world import WorldSpec, write_world
+
+    paths = write_world(tmp_path / "world", WorldSpec(seed=3, countries=3, cities=4, organisations=3, people=6))
+    assert CliRunner().invoke(app, ["search", "index", "--corpus", str(paths["corpus"]), "-o", str(tmp_path / "idx")]).exit_code == 0
+    out = tmp_path / "traces.jsonl"
+    res = CliRunner().invoke(app, ["search", "traces", "--qa", str(paths["train"]), "--index", str(tmp_path / "idx"),
+                                   "--limit", "3", "--topk", "2", "--max-passage-tokens", "5", "--tokenizer", "tiny",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    first = load_samples(out).samples[0]
+    # the rollout's environment, built with the policy's tokenizer, shows exactly this block
+    env = SearchEnvironment(load_index(tmp_path / "idx"), topk=2, max_passage_tokens=5, tokenizer=tiny_tokenizer())
+    query = " ".join(first.user_text.split()).rstrip("?").strip()
+    block = env.format_passages(env.retriever.retrieve([query], 2)[0])
+    assert block in first.response
+    words = SearchEnvironment(load_index(tmp_path / "idx"), topk=2, max_passage_tokens=5)
+    assert words.format_passages(words.retriever.retrieve([query], 2)[0]) != block  # the cut differs from words

@@ -88,6 +88,23 @@ def _load_any(name: str, spec: ModelSpec) -> tuple[Any, Any]:
     return _load_dir(path, spec)
 
 
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """Only the tokenizer of a model (no weights): for cutting text by the policy's tokens outside
+    training, e.g. search passages in warm-up traces. A LoRA checkpoint without its own tokenizer
+    uses its base model's."""
+    path = resolve_model_dir(name)
+    if path is None:
+        from safeladder.models.tiny import tiny_tokenizer
+
+        return tiny_tokenizer()
+    adapter_cfg = path / "adapter_config.json"
+    if adapter_cfg.is_file() and not (path / "tokenizer_config.json").is_file():
+        return load_tokenizer(json.loads(adapter_cfg.read_text())["base_model_name_or_path"], trust_remote_code)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
 def load_policy(spec: ModelSpec | str) -> Policy:
     """Load model + tokenizer; wrap with a fresh LoRA adapter if `spec.lora` is set."""
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
