@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     evaluate("after search RL", str(rl_final))
     timings["total"] = time.perf_counter() - t0
 
-    print(f"\n| point | accuracy (EM) | false-certain | honest 'low' when wrong | searched | searches / q | model tokens / q |")
+    print("\n| point | accuracy (EM) | false-certain | honest 'low' when wrong | searched | searches / q | model tokens / q |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [f"{r['rates'][k]:.0%} [{r['intervals'][k][0]:.0%}–{r['intervals'][k][1]:.0%}]" for k in RATES]
