@@ -137,33 +137,33 @@ def test_load_math_rejects_unknown_split() -> None:
 
 def test_every_generated_trace_is_well_formed_correct_and_short() -> None:
     for s in generate_math(400, seed=11):
-        trace = arithmetic_trace(s)
+        trace = arithmetic_trace(s, check=False)
         assert format_ok(trace), trace
         assert is_correct(answer_text(trace), s.reference or ""), trace
         assert answer_text(trace) == f"The answer is {s.reference}."
         think = parse_response(trace).think or ""
         assert len(think.split()) + len(answer_text(trace).split()) < 90
         assert len(think.splitlines()) == len(s.metadata["ops"])  # one line per operation, no check
-        checked = parse_response(arithmetic_trace(s, check=True)).think or ""
+        checked = parse_response(arithmetic_trace(s)).think or ""
         lines = checked.splitlines()
         assert lines[:-1] == think.splitlines()  # the check line only appends
         assert lines[-1].startswith("Check: ") and lines[-1].endswith(" Correct.")
 
 
 def test_addition_trace_with_carry_exact() -> None:
-    assert arithmetic_trace(_arith(47, "+", 38), check=True) == make_completion(
+    assert arithmetic_trace(_arith(47, "+", 38)) == make_completion(
         "47 + 38. Ones: 7 + 8 = 15, write 5, carry 1. Tens: 4 + 3 + 1 = 8. So 47 + 38 = 85.\n"
         "Check: 85 - 38 = 47. Correct.",
         "The answer is 85.",
     )
-    assert arithmetic_trace(_arith(47, "+", 38)) == make_completion(
+    assert arithmetic_trace(_arith(47, "+", 38), check=False) == make_completion(
         "47 + 38. Ones: 7 + 8 = 15, write 5, carry 1. Tens: 4 + 3 + 1 = 8. So 47 + 38 = 85.",
         "The answer is 85.",
     )
 
 
 def test_subtraction_trace_with_borrow_exact() -> None:
-    assert arithmetic_trace(_arith(52, "-", 17), check=True) == make_completion(
+    assert arithmetic_trace(_arith(52, "-", 17)) == make_completion(
         "52 - 17. Ones: 2 < 7, so 12 - 7 = 5, borrow 1. Tens: 5 - 1 - 1 = 3. So 52 - 17 = 35.\n"
         "Check: 35 + 17 = 52. Correct.",
         "The answer is 35.",
@@ -181,7 +181,7 @@ def test_subtraction_trace_without_borrow_and_chained_borrows() -> None:
 
 
 def test_multiplication_trace_by_partial_products_exact() -> None:
-    assert arithmetic_trace(_arith(47, "*", 6), check=True) == make_completion(
+    assert arithmetic_trace(_arith(47, "*", 6)) == make_completion(
         "47 × 6. 40 × 6 = 240, 7 × 6 = 42, 240 + 42 = 282. So 47 × 6 = 282.\nCheck: 282 / 6 = 47. Correct.",
         "The answer is 282.",
     )
@@ -193,7 +193,7 @@ def test_word_problem_trace_exact() -> None:
         prompt="Mia has 23 apples and buys 15 more. She gives 9 to her friend. How many apples does she have now?",
         metadata={"kind": "word", "operands": [23, 15, 9], "ops": ["+", "-"], "step_labels": ["Buying", "Giving"]},
     )
-    assert arithmetic_trace(sample, check=True) == make_completion(
+    assert arithmetic_trace(sample) == make_completion(
         "Buying: 23 + 15. Ones: 3 + 5 = 8, write 8, carry 0. Tens: 2 + 1 + 0 = 3. So 23 + 15 = 38.\n"
         "Giving: 38 - 9. Ones: 8 < 9, so 18 - 9 = 9, borrow 1. Tens: 3 - 0 - 1 = 2. So 38 - 9 = 29.\n"
         "Check: 29 + 9 = 38, 38 - 15 = 23. Correct.",

@@ -4,9 +4,9 @@ Everything is generated from a seed, so the data needs no download and is exactl
 Sample `i` of seed `s` depends only on (s, kind, i): asking for more samples never changes the
 earlier ones. Traces are rebuilt from the sample's metadata (never by parsing its text) with a
 short, rigid, column-by-column procedure a 135M-parameter student can imitate, and every trace
-is checked statement by statement before it is returned. An inverse "Check:" line (undo each
-step) is optional: at 135M parameters the student copies its form but not its arithmetic, and it
-costs ~20 tokens per answer in every SFT step, rollout and evaluation.
+is checked statement by statement before it is returned. The trace ends with an inverse "Check:"
+line (undo each step); `check=False` leaves it out (~20 tokens shorter) — but in the one demo run
+that tried it, SmolLM2-135M's arithmetic after SFT fell from 16% to 0% (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ def _chain_from_metadata(sample: Sample) -> tuple[list[int], list[str], list[str
     return operands, ops, labels
 
 
-def arithmetic_trace(sample: Sample, check: bool = False) -> str:
+def arithmetic_trace(sample: Sample, check: bool = True) -> str:
     """A verified SFT completion `<think>steps</think>The answer is N.` for a generated math sample.
 
     Rebuilt from metadata (operands, ops, optional step_labels); `check` appends the inverse
