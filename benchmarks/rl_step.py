@@ -1,6 +1,6 @@
 """Seconds per RL step: SafeLadder's engine vs TRL's GRPOTrainer, same model/LoRA/G/batch/length/reward.
 
-    python benchmarks/rl_step.py [--steps 3] [--max-new-tokens 96] [--group-size 4] [--prompts 4]
+    python benchmarks/rl_step.py [--steps 3] [--max-new-tokens 96] [--group-size 4] [--prompts 4] [--micro-batch 4]
 
 Both sides: SmolLM2-135M (the embedded model, fp32 on CPU), LoRA r=16/α=32 on all linear
 layers, G samples for each of P prompts per step, temperature 1.0, the same math prompts with
@@ -79,7 +79,7 @@ def ours(args, model_dir: Path, out: Path):
         "curriculum": [{"name": "bench", "steps": 1000, "mixture": {"math": 1.0}, "recipe": str(recipe)}],
         "rollout": {"group_size": args.group_size, "prompts_per_step": args.prompts, "max_new_tokens": args.max_new_tokens,
                     "temperature": 1.0, "batch_size": args.prompts},
-        "algorithm": {"kl_coef": 0.0, "micro_batch_size": args.group_size * args.prompts},
+        "algorithm": {"kl_coef": 0.0, "micro_batch_size": args.micro_batch},
         "optim": {"lr": 1e-5, "warmup_ratio": 0.0}, "tensorboard": False,
     })
     trainer = RLTrainer(cfg)
@@ -109,7 +109,9 @@ def trl(args, model_dir: Path, out: Path):
         return [length_reward(c[0]["content"] if isinstance(c, list) else c) for c in completions]
 
     config = GRPOConfig(
-        output_dir=str(out / "trl"), per_device_train_batch_size=args.group_size * args.prompts,
+        # TRL generates per_device × gradient_accumulation rows at once and trains per_device at a time
+        output_dir=str(out / "trl"), per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.group_size * args.prompts // args.micro_batch,
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0,
         learning_rate=1e-5, beta=0.0, num_iterations=1, gradient_checkpointing=False, use_cpu=True, bf16=False,
         report_to=[], logging_steps=1, save_strategy="no", max_steps=args.steps + 1, disable_tqdm=True, seed=0,
@@ -137,7 +139,7 @@ def trl(args, model_dir: Path, out: Path):
         t0 = time.perf_counter()
         r = original(*a, **kw)
         times.append(time.perf_counter() - t0)
-        print(f"  TRL: step {len(times)} {times[-1]:.1f} s", file=sys.stderr, flush=True)
+        print(f"  TRL: micro-step {len(times)} {times[-1]:.1f} s", file=sys.stderr, flush=True)
         return r
 
     trainer.training_step = types.MethodType(timed, trainer)
@@ -150,7 +152,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help="rows per forward/backward in training, both trainers (default: the whole batch)")
     args = ap.parse_args()
+    rows = args.group_size * args.prompts
+    args.micro_batch = args.micro_batch or rows
+    if rows % args.micro_batch:
+        ap.error(f"--micro-batch must divide the {rows} rows of a step")
     from safeladder.models.builtin import ensure_converted
 
     torch.manual_seed(0)
@@ -173,7 +181,10 @@ def main() -> None:
 
     measured = our_rows[1:]
     ours_s = statistics.mean(r["time/step_s"] for r in measured)
-    trl_s = statistics.mean(trl_times[1:]) if len(trl_times) > 1 else float("nan")
+    # one RL step = gradient_accumulation calls of training_step (the first one also generates)
+    k = args.group_size * args.prompts // args.micro_batch
+    trl_steps = [sum(trl_times[i : i + k]) for i in range(0, len(trl_times) - k + 1, k)]
+    trl_s = statistics.mean(trl_steps[1:]) if len(trl_steps) > 1 else float("nan")
     ours_tokens = statistics.mean(r["response/tokens_mean"] for r in measured) * args.group_size * args.prompts
     trl_lens = [l.get("completions/mean_length") for l in trl_logs if l.get("completions/mean_length") is not None]
     trl_tokens = statistics.mean(trl_lens[1:] or trl_lens) * args.group_size * args.prompts if trl_lens else float("nan")
@@ -187,7 +198,8 @@ def main() -> None:
 
     print(f"machine: {torch.get_num_threads()} threads, matmul {gflops:.1f} GFLOP/s (fp32, 1024²)")
     print(f"settings: SmolLM2-135M fp32, LoRA r16 all-linear, G={args.group_size}, prompts/step={args.prompts}, "
-          f"max_new_tokens={args.max_new_tokens}, {args.steps} measured steps after 1 warm-up")
+          f"max_new_tokens={args.max_new_tokens}, micro-batch {args.micro_batch} rows, "
+          f"{args.steps} measured steps after 1 warm-up")
     print("| trainer | s/step | completion tokens/step | tokens/s |")
     print("|---|---|---|---|")
     print(f"| SafeLadder | {ours_s:.1f} | {ours_tokens:.0f} | {ours_tokens / ours_s:.1f} |")

@@ -1,7 +1,10 @@
 """Step search vs plain sampling vs Best-of-N at equal generated-token budget (SPEC §6).
 
-    SAFELADDER_HOME=<cache with heads> python benchmarks/step_search.py --limit 20
-    python benchmarks/step_search.py --model runs/demo/sft/ckpt-000059/model --limit 20
+    SAFELADDER_HOME=<cache with heads> python benchmarks/step_search.py --limit 40
+    python benchmarks/step_search.py --model runs/demo/1-cot-sft/final --limit 40
+
+The defaults are the measured configuration of benchmarks/RESULTS.md (session 6): value
+`safety_soft`, n 2 per step, answer_n 3, ≤ 3 steps × 24 tokens, answers ≤ 48 tokens.
 
 Prompts: the dev split of the harmful sources (AdvBench / HarmBench / Do-Not-Answer, an even
 spread) and of the benign look-alikes. Every method samples in the same two phases (reasoning in
@@ -36,13 +39,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="built-in name, HF dir or checkpoint model/ dir")
     p.add_argument("--limit", type=int, default=20, help="prompts per set (harmful, benign)")
-    p.add_argument("--value", default="safety", help="value function (registered name or 'a:1,b:0.5')")
-    p.add_argument("--n", type=int, default=4, help="candidates per step")
+    p.add_argument("--value", default="safety_soft", help="value function (registered name or 'a:1,b:0.5')")
+    p.add_argument("--n", type=int, default=2, help="candidates per step")
     p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--answer-n", type=int, default=1, help="answers sampled after the reasoning (best kept)")
-    p.add_argument("--step-tokens", type=int, default=32)
-    p.add_argument("--max-steps", type=int, default=4)
-    p.add_argument("--answer-tokens", type=int, default=64)
+    p.add_argument("--answer-n", type=int, default=3, help="answers sampled after the reasoning (best kept)")
+    p.add_argument("--step-tokens", type=int, default=24)
+    p.add_argument("--max-steps", type=int, default=3)
+    p.add_argument("--answer-tokens", type=int, default=48)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--no-mask", action="store_true", help="keep candidates judged unsafe")

@@ -37,3 +37,25 @@ def test_logprobs_carry_gradients_to_the_parameters():
     logp, _ = completion_logprobs(model, batch)
     logp.sum().backward()
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_the_lm_head_runs_only_where_a_trained_token_is_predicted():
+    model = tiny_model().eval()
+    prompts, completions = [[5, 6, 7, 8], [9, 10]], [[20, 21], [22, 23, 24, 25]]
+    masks = [[1, 1], [1, 0, 0, 1]]  # row 1: two tool tokens
+    rows: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: rows.append(o.shape[:-1].numel()))
+    with torch.no_grad():
+        logp, entropy = completion_logprobs(model, build_token_batch(prompts, completions, masks, pad_id=0),
+                                            with_entropy=True)
+    hook.remove()
+    assert rows == [4]  # 2 + 2 trained tokens, not the 2 × 6 positions of the padded batch
+    assert logp[1, 1] == 0 and logp[1, 2] == 0 and entropy[1, 1] == 0  # tool tokens: nothing computed
+    assert bool((logp[0, :2] < 0).all()) and logp[1, 0] < 0 and logp[1, 3] < 0 and logp[0, 2] == 0
+
+
+def test_a_row_without_a_prompt_token_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="prompt token"):
+        completion_logprobs(tiny_model(), build_token_batch([[]], [[8, 9]], [[1, 1]], pad_id=0))

@@ -115,7 +115,7 @@ def test_openai_client_guided_step_search_through_extra_body(live):
     assert info["guided"] is True and info["candidates"] == 3 * len([s for s in info["steps"]
                                                                     if s["kind"] == "reasoning" and s["source"] == "model"])
     assert info["generated_tokens"] > resp.usage.completion_tokens - 16  # the discarded candidates count too
-    assert info["verifier_calls"] == info["candidates"]
+    assert info["verifier_calls"] == info["candidates"] + 3  # every candidate step, then the 3 answers (answer_n default)
     assert all(s["verdicts"]["vowels"]["label"] == "partial" for s in info["steps"] if s["source"] == "model"
                and s["kind"] == "reasoning")
     streamed = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, seed=1, stream=True,

@@ -174,13 +174,15 @@ def test_unsafe_candidates_are_masked_unless_all_are_unsafe():
 
 def test_reasoning_that_never_closes_is_closed_after_max_steps():
     engine = ScriptedEngine(lambda p, s, j, c: f"more {j}.\n\n" if THINK_CLOSE in s.stop else "done.")
-    res = step_search(engine, _prompts(engine), KeywordValue(), SearchSettings(n=2, steps=StepSettings(max_steps=3)))[0]
+    settings = SearchSettings(n=2, answer_n=3, steps=StepSettings(max_steps=3))
+    res = step_search(engine, _prompts(engine), KeywordValue(), settings)[0]
     kinds = [(s.kind, s.source) for s in res.steps]
     assert kinds == [("reasoning", "model")] * 3 + [("reasoning", "system"), ("answer", "model")]
     assert res.steps[3].text == FORCED_CLOSE and res.answer == "done." and format_ok(res.completion)
     # the forced close tag is context, not generated: it is not counted
     per_step = sum(len(engine.tokenizer.encode(f"more {j}.\n\n")) for j in range(2))
-    assert res.generated_tokens == 3 * per_step + len(engine.tokenizer.encode("done.")) + 1  # + the answer's EOS
+    answer = len(engine.tokenizer.encode("done.")) + 1  # + its EOS
+    assert res.generated_tokens == 3 * per_step + 3 * answer  # every one of the three answers counts
 
 
 def test_a_step_that_ends_the_turn_closes_the_reasoning_for_the_model():

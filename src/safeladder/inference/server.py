@@ -108,9 +108,9 @@ class ChatMessage(BaseModel):
 class GuidedOptions(_Strict):
     """Step search settings a request may choose (within the limits below)."""
 
-    n: int = Field(4, ge=1, le=16, description="candidates per beam per step")
+    n: int = Field(2, ge=1, le=16, description="candidates per beam per step")
     beam: int = Field(1, ge=1, le=4)
-    answer_n: int = Field(1, ge=1, le=8)
+    answer_n: int = Field(3, ge=1, le=8, description="answers sampled after the reasoning, best kept")
     mask_unsafe: bool = True
     step_tokens: int | None = Field(None, ge=1, le=512)
     max_steps: int | None = Field(None, ge=1, le=64)

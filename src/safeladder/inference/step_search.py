@@ -35,9 +35,11 @@ from safeladder.rollout.base import Completion, RolloutEngine, SamplingSettings
 
 @dataclass(frozen=True)
 class SearchSettings:
-    n: int = 4  # candidates per live beam per step
+    # Defaults: the configuration measured above Best-of-N on the base model (benchmarks/RESULTS.md);
+    # choosing among answers matters more than many candidates per reasoning step.
+    n: int = 2  # candidates per live beam per step
     beam: int = 1  # beams kept after each step
-    answer_n: int = 1  # answers sampled after the reasoning; > 1 keeps the best-valued one
+    answer_n: int = 3  # answers sampled after the reasoning; > 1 keeps the best-valued one
     mask_unsafe: bool = True  # drop candidates a verifier labels unsafe (unless all are)
     steps: StepSettings = StepSettings()
     seed: int | None = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,79 @@ def export_merged(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+class MergedForSampling:
+    """Sample from W + s·B·A with one matrix product per layer instead of three; W comes back exactly.
+
+    An unmerged LoRA layer runs the frozen product and two adapter products for every token. On
+    our 2-core CPU a 16-row decode step of SmolLM2-135M is ~15% faster merged. The merged weights
+    are swapped in only while sampling (training never sees them: the original tensors are put
+    back, bit for bit) and cached until an adapter weight changes (optimizer steps and
+    `load_state_dict` update the tensors in place, which bumps their version counters). The cache
+    costs one copy of the adapted layers' weights. Plain LoRA on linear layers only; for anything
+    else (DoRA, LoRA bias, embeddings, already-merged adapters) `active()` samples unmerged.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        self._key: tuple[int, ...] | None = None
+        self._merged: list[tuple[Any, Any]] = []  # (base linear, merged weight Parameter)
+        self._lock = threading.RLock()  # two samplers at once must not restore each other's weights
+
+    def _lora_layers(self) -> list[Any] | None:
+        """The LoRA layers to merge, [] when there are none, None when one of them cannot be merged here."""
+        if not hasattr(self.model, "disable_adapter"):
+            return []
+        from peft.tuners.lora import LoraLayer
+        from peft.tuners.lora import Linear as LoraLinear
+
+        layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+        for layer in layers:
+            names = [a for a in layer.active_adapters if a in layer.lora_A]
+            if (type(layer) is not LoraLinear or layer.merged or layer.disable_adapters
+                    or any(layer.use_dora.get(a) or getattr(layer, "lora_bias", {}).get(a) for a in names)):
+                return None
+        return layers
+
+    def _adapter_key(self, layers: list[Any]) -> tuple[int, ...]:
+        params = [p for layer in layers for a in layer.active_adapters if a in layer.lora_A
+                  for p in (layer.lora_A[a].weight, layer.lora_B[a].weight)]
+        return tuple(x for p in params for x in (id(p), p._version))
+
+    @contextlib.contextmanager
+    def active(self):
+        """Inside: the model computes with merged weights (adapters disabled). Outside: unchanged."""
+        with self._lock:
+            layers = self._lora_layers()
+            if not layers:
+                yield
+                return
+            with self._swapped(layers):
+                yield
+
+    @contextlib.contextmanager
+    def _swapped(self, layers: list[Any]):
+        import torch
+
+        key = self._adapter_key(layers)
+        if key != self._key:
+            self._merged, self._key = [], None
+            with torch.no_grad():
+                for layer in layers:
+                    base = layer.get_base_layer()
+                    weight = base.weight.detach().clone()
+                    for a in layer.active_adapters:
+                        if a in layer.lora_A:
+                            weight += layer.get_delta_weight(a)
+                    self._merged.append((base, torch.nn.Parameter(weight, requires_grad=False)))
+            self._key = key
+        originals = [(base, base.weight) for base, _ in self._merged]
+        try:
+            for base, merged in self._merged:
+                base.weight = merged
+            with self.model.disable_adapter():
+                yield
+        finally:
+            for base, weight in originals:
+                base.weight = weight

@@ -15,13 +15,14 @@ OPTIONAL_ENGINE_MODULES = ["safeladder.rollout.vllm_engine", "safeladder.distrib
 
 
 @ENGINES.register("transformers")
-def _transformers(model: Any, tokenizer: Any, decode_threads: int | str = "auto", **unknown: Any) -> RolloutEngine:
+def _transformers(model: Any, tokenizer: Any, decode_threads: int | str = "auto", merge_lora: bool = True,
+                  **unknown: Any) -> RolloutEngine:
     from safeladder.rollout.hf_engine import TransformersEngine
 
     if unknown:
         raise ValueError(f"rollout.engine_options {sorted(unknown)} do not apply to the transformers engine "
-                         "(it takes: decode_threads)")
-    return TransformersEngine(model, tokenizer, decode_threads=decode_threads)
+                         "(it takes: decode_threads, merge_lora)")
+    return TransformersEngine(model, tokenizer, decode_threads=decode_threads, merge_lora=merge_lora)
 
 
 def build_engine(name: str, model: Any, tokenizer: Any, **options: Any) -> RolloutEngine:

@@ -14,6 +14,7 @@ and vLLM, which seeds each request and gives its k-th child seed + k, follows th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from typing import Any, Sequence, Union
 import torch
 
 from safeladder.cpu import available_cores, torch_threads
+from safeladder.models.lora import MergedForSampling
 from safeladder.models.precision import autocast
 from safeladder.rollout.base import Completion, FinishReason, SamplingSettings
 from safeladder.rollout.kv_cache import preallocated_cache, supports_preallocated
@@ -118,8 +120,10 @@ class TransformersEngine:
 
     AUTO_MIN_ROWS = 32
 
-    def __init__(self, model: Any, tokenizer: Any, decode_threads: int | str = "auto"):
+    def __init__(self, model: Any, tokenizer: Any, decode_threads: int | str = "auto", merge_lora: bool = True):
         self.model = model
+        self.merge_lora = merge_lora
+        self._merger = MergedForSampling(model)
         self.tokenizer = tokenizer
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
@@ -128,7 +132,9 @@ class TransformersEngine:
         self.decode_threads = decode_threads
 
     def sync_weights(self, model: Any) -> None:
-        self.model = model  # same process, same tensors: nothing to copy
+        if model is not self.model:
+            self._merger = MergedForSampling(model)
+        self.model = model  # same process, same tensors: nothing to copy (merged weights follow the adapters)
 
     def _threads(self, rows: int) -> int:
         if self.decode_threads != "auto":
@@ -143,9 +149,10 @@ class TransformersEngine:
         self.model.eval()
         out: list[list[Completion]] = []
         try:
-            for start in range(0, len(prefixes), settings.batch_size):
-                chunk = prefixes[start : start + settings.batch_size]
-                out.extend(self._sample_parallel(chunk, settings, first_index + start))
+            with self._merger.active() if self.merge_lora else contextlib.nullcontext():
+                for start in range(0, len(prefixes), settings.batch_size):
+                    chunk = prefixes[start : start + settings.batch_size]
+                    out.extend(self._sample_parallel(chunk, settings, first_index + start))
         finally:
             self.model.train(was_training)
         return out

@@ -210,6 +210,9 @@ class RLTrainer:
                     "time/train_s": 0.0, "train/tokens_per_s": 0.0}
         self.model.train()
         pad = self.tokenizer.pad_token_id
+        # Rows of similar length share a micro-batch, so little of each is padding (exact: the
+        # loss is a weighted sum over micro-batches whatever their grouping).
+        rows = sorted(rows, key=lambda i: len(batch.rollouts[i].prompt_ids) + len(batch.rollouts[i].completion_ids))
         micro = [rows[i : i + a.micro_batch_size] for i in range(0, len(rows), a.micro_batch_size)]
         token_batches = [
             build_token_batch(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from safeladder.data.chat_tokens import IGNORE, collate, encode_example, token_losses
+from safeladder.data.chat_tokens import IGNORE, collate, encode_example
 from safeladder.data.sample import Sample
 from safeladder.format import SYSTEM_PROMPT
 from safeladder.models.precision import Precision, autocast
@@ -91,17 +91,17 @@ def build_dataset(cfg: SFTConfig) -> list[Sample]:
 def labelled_loss_sum(model: Any, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy over the labelled (assistant) positions of a collated batch.
 
-    The LM head runs only from the batch's first labelled position on (`logits_to_keep`): a
-    prompt position never needs its (·, V) logits, and on SmolLM2 the head is a fifth of the
-    FLOPs of a token while prompts are a third of the tokens of a demo batch.
+    The LM head runs only at positions whose next token is labelled (a boolean
+    `logits_to_keep`): prompt and padding positions never need their (·, V) logits, and on
+    SmolLM2 the head is a fifth of the FLOPs of a token while prompts are a third of the
+    tokens of a demo batch.
     """
     labels = enc["labels"]  # (B, T)
-    labelled = labels != IGNORE  # (B, T)
-    first = int(labelled.float().argmax(dim=1).min()) if bool(labelled.any()) else labels.shape[1]
-    keep = labels.shape[1] - max(first - 1, 0)  # position first-1 predicts the first label
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T)
+    keep[:, :-1] = labels[:, 1:] != IGNORE  # position p predicts label p + 1
     logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], logits_to_keep=keep).logits
-    loss_sum, _ = token_losses(logits, labels[:, labels.shape[1] - keep :])  # logits: (B, keep, V)
-    return loss_sum
+    targets = labels[:, 1:][keep[:, :-1]]  # (N,), in the row-major order of `keep`
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
 
 
 class SFTTrainer:
