@@ -26,6 +26,7 @@ from safeladder.cpu import available_cores, torch_threads
 from safeladder.models.lora import MergedForSampling
 from safeladder.models.precision import autocast
 from safeladder.rollout.base import Completion, FinishReason, SamplingSettings
+from safeladder.rollout.cpu_kernels import few_row_linears
 from safeladder.rollout.kv_cache import preallocated_cache, supports_preallocated
 
 
@@ -149,7 +150,7 @@ class TransformersEngine:
         self.model.eval()
         out: list[list[Completion]] = []
         try:
-            with self._merger.active() if self.merge_lora else contextlib.nullcontext():
+            with self._merger.active() if self.merge_lora else contextlib.nullcontext(), few_row_linears(self.model):
                 for start in range(0, len(prefixes), settings.batch_size):
                     chunk = prefixes[start : start + settings.batch_size]
                     out.extend(self._sample_parallel(chunk, settings, first_index + start))
