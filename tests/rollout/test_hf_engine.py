@@ -156,3 +156,10 @@ def test_decode_threads_must_be_auto_or_positive():
 
     with pytest.raises(ValueError, match="decode_threads"):
         TransformersEngine(tiny_model(), tiny_tokenizer(), decode_threads=0)
+
+
+def test_merge_lora_must_be_a_boolean():
+    from safeladder.models.tiny import tiny_model, tiny_tokenizer
+
+    with pytest.raises(ValueError, match="merge_lora"):
+        TransformersEngine(tiny_model(), tiny_tokenizer(), merge_lora="no")

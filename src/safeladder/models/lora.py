@@ -54,6 +54,11 @@ class MergedForSampling:
         self._merged: list[tuple[Any, Any]] = []  # (base linear, merged weight Parameter)
         self._lock = threading.RLock()  # two samplers at once must not restore each other's weights
 
+    @staticmethod
+    def _adapters(layer: Any) -> list[str]:
+        """The layer's active adapter names that it holds LoRA weights for."""
+        return [a for a in layer.active_adapters if a in layer.lora_A]
+
     def _lora_layers(self) -> list[Any] | None:
         """The LoRA layers to merge, [] when there are none, None when one of them cannot be merged here."""
         if not hasattr(self.model, "disable_adapter"):
@@ -63,15 +68,13 @@ class MergedForSampling:
 
         layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
         for layer in layers:
-            names = [a for a in layer.active_adapters if a in layer.lora_A]
             if (type(layer) is not LoraLinear or layer.merged or layer.disable_adapters
-                    or any(layer.use_dora.get(a) or getattr(layer, "lora_bias", {}).get(a) for a in names)):
+                    or any(layer.use_dora.get(a) or getattr(layer, "lora_bias", {}).get(a) for a in self._adapters(layer))):
                 return None
         return layers
 
     def _adapter_key(self, layers: list[Any]) -> tuple[int, ...]:
-        params = [p for layer in layers for a in layer.active_adapters if a in layer.lora_A
-                  for p in (layer.lora_A[a].weight, layer.lora_B[a].weight)]
+        params = [p for layer in layers for a in self._adapters(layer) for p in (layer.lora_A[a].weight, layer.lora_B[a].weight)]
         return tuple(x for p in params for x in (id(p), p._version))
 
     @contextlib.contextmanager
@@ -96,9 +99,8 @@ class MergedForSampling:
                 for layer in layers:
                     base = layer.get_base_layer()
                     weight = base.weight.detach().clone()
-                    for a in layer.active_adapters:
-                        if a in layer.lora_A:
-                            weight += layer.get_delta_weight(a)
+                    for a in self._adapters(layer):
+                        weight += layer.get_delta_weight(a)
                     self._merged.append((base, torch.nn.Parameter(weight, requires_grad=False)))
             self._key = key
         originals = [(base, base.weight) for base, _ in self._merged]

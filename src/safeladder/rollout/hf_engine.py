@@ -130,6 +130,8 @@ class TransformersEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
         if decode_threads != "auto" and (not isinstance(decode_threads, int) or decode_threads < 1):
             raise ValueError(f"decode_threads must be 'auto' or an integer >= 1, got {decode_threads!r}")
+        if not isinstance(merge_lora, bool):
+            raise ValueError(f"merge_lora must be true or false, got {merge_lora!r}")
         self.decode_threads = decode_threads
 
     def sync_weights(self, model: Any) -> None:
