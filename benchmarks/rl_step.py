@@ -1,6 +1,6 @@
 """Seconds per RL step: SafeLadder's engine vs TRL's GRPOTrainer, same model/LoRA/G/batch/length/reward.
 
-    python benchmarks/rl_step.py [--steps 3] [--max-new-tokens 96] [--group-size 4] [--prompts 4] [--micro-batch 4]
+    python benchmarks/rl_step.py [--steps 3] [--max-new-tokens 96] [--group-size 4] [--prompts 4] [--micro-batch 4] [--fixed-length]
 
 Both sides: SmolLM2-135M (the embedded model, fp32 on CPU), LoRA r=16/α=32 on all linear
 layers, G samples for each of P prompts per step, temperature 1.0, the same math prompts with
@@ -16,6 +16,12 @@ The reward is dense on purpose: completion length in characters, capped at 400, 
 on every row at every step. With a 0/1 "math answer correct" reward the base model scores 0
 almost everywhere; our trainer then skips the training pass (zero-advantage rows have exactly
 zero gradient) while TRL still runs it, which would flatter us for the wrong reason.
+
+`--fixed-length`: every completion is exactly `--max-new-tokens` long on both sides (EOS held
+back: our `min_new_tokens`, TRL's `generation_kwargs={"min_new_tokens": ...}`), so both
+trainers generate and train the same number of tokens and s/step compares like with like.
+A length reward would then be flat, so the reward becomes the share of distinct words in the
+completion (dense, varies within every group).
 """
 
 from __future__ import annotations
@@ -50,20 +56,25 @@ def length_reward(completion: str) -> float:
     return min(len(completion), 400) / 400
 
 
-def _register_length_verifier() -> None:
+def diversity_reward(completion: str) -> float:
+    words = completion.split()
+    return len(set(words)) / len(words) if words else 0.0
+
+
+def _register_bench_verifier(reward) -> None:
     from safeladder.verifiers.base import VERIFIERS, Verdict, Verifier, register_verifier
 
-    if "bench_length" in VERIFIERS:
+    if "bench_reward" in VERIFIERS:
         return
 
-    @register_verifier("bench_length")
-    class LengthVerifier(Verifier):
+    @register_verifier("bench_reward")
+    class BenchVerifier(Verifier):
         def verify(self, items):
-            return [Verdict(score=length_reward(it.response), label="length") for it in items]
+            return [Verdict(score=reward(it.response), label="bench") for it in items]
 
 
 # ------------------------------------------------------------------------------------- ours
-def ours(args, model_dir: Path, out: Path):
+def ours(args, model_dir: Path, out: Path, reward_fn):
     from safeladder.train.rl import RLTrainer
     from safeladder.train.rl_config import RLConfig
 
@@ -71,14 +82,14 @@ def ours(args, model_dir: Path, out: Path):
     prompts.write_text("".join(json.dumps({"id": s.id, "prompt": s.prompt, "label": "math", "reference": s.reference}) + "\n"
                                for s in math_prompts(64)))
     recipe = out / "recipe.yaml"
-    _register_length_verifier()
-    recipe.write_text("format_reward: 0.0\nrecipes: {math: [{verifier: bench_length}]}\n")
+    _register_bench_verifier(reward_fn)
+    recipe.write_text("format_reward: 0.0\nrecipes: {math: [{verifier: bench_reward}]}\n")
     cfg = RLConfig.model_validate({
         "model": {"name": str(model_dir), "lora": {"r": 16, "alpha": 32}},
         "output_dir": str(out / "ours"), "tasks": {"math": {"path": str(prompts), "split": "all"}},
         "curriculum": [{"name": "bench", "steps": 1000, "mixture": {"math": 1.0}, "recipe": str(recipe)}],
         "rollout": {"group_size": args.group_size, "prompts_per_step": args.prompts, "max_new_tokens": args.max_new_tokens,
-                    "temperature": 1.0, "batch_size": args.prompts},
+                    "min_new_tokens": args.max_new_tokens if args.fixed_length else 0, "temperature": 1.0, "batch_size": args.prompts},
         "algorithm": {"kl_coef": 0.0, "micro_batch_size": args.micro_batch},
         "optim": {"lr": 1e-5, "warmup_ratio": 0.0}, "tensorboard": False,
     })
@@ -94,7 +105,7 @@ def ours(args, model_dir: Path, out: Path):
 
 
 # -------------------------------------------------------------------------------------- TRL
-def trl(args, model_dir: Path, out: Path):
+def trl(args, model_dir: Path, out: Path, reward_fn):
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -106,7 +117,7 @@ def trl(args, model_dir: Path, out: Path):
              "reference": s.reference} for s in math_prompts(64)]
 
     def reward(completions, **_):
-        return [length_reward(c[0]["content"] if isinstance(c, list) else c) for c in completions]
+        return [reward_fn(c[0]["content"] if isinstance(c, list) else c) for c in completions]
 
     config = GRPOConfig(
         # TRL generates per_device × gradient_accumulation rows at once and trains per_device at a time
@@ -114,6 +125,7 @@ def trl(args, model_dir: Path, out: Path):
         gradient_accumulation_steps=args.group_size * args.prompts // args.micro_batch,
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0,
         learning_rate=1e-5, beta=0.0, num_iterations=1, gradient_checkpointing=False, use_cpu=True, bf16=False,
+        generation_kwargs={"min_new_tokens": args.max_new_tokens} if args.fixed_length else None,
         report_to=[], logging_steps=1, save_strategy="no", max_steps=args.steps + 1, disable_tqdm=True, seed=0,
     )
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -154,7 +166,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--micro-batch", type=int, default=None,
                     help="rows per forward/backward in training, both trainers (default: the whole batch)")
+    ap.add_argument("--fixed-length", action="store_true",
+                    help="every completion exactly --max-new-tokens long on both sides (EOS held back)")
     args = ap.parse_args()
+    reward_fn = diversity_reward if args.fixed_length else length_reward
     rows = args.group_size * args.prompts
     args.micro_batch = args.micro_batch or rows
     if rows % args.micro_batch:
@@ -165,11 +180,11 @@ def main() -> None:
     model_dir = ensure_converted("smollm2-135m")
     out = Path(tempfile.mkdtemp(prefix="rl-step-"))
     gflops = matmul_gflops()
-    our_step, n_params = ours(args, model_dir, out)
+    our_step, n_params = ours(args, model_dir, out, reward_fn)
 
     # TRL's loop owns its step order, so it runs whole (warm-up + measured) in one `train()` call,
     # between two halves of our measured steps.
-    trl_trainer, trl_times, trl_logs = trl(args, model_dir, out)
+    trl_trainer, trl_times, trl_logs = trl(args, model_dir, out, reward_fn)
 
     our_rows = [our_step()]  # warm-up
     half = max(1, args.steps // 2)
@@ -199,7 +214,8 @@ def main() -> None:
     print(f"machine: {torch.get_num_threads()} threads, matmul {gflops:.1f} GFLOP/s (fp32, 1024²)")
     print(f"settings: SmolLM2-135M fp32, LoRA r16 all-linear, G={args.group_size}, prompts/step={args.prompts}, "
           f"max_new_tokens={args.max_new_tokens}, micro-batch {args.micro_batch} rows, "
-          f"{args.steps} measured steps after 1 warm-up")
+          f"{args.steps} measured steps after 1 warm-up"
+          + (", fixed length (EOS held back), reward = distinct-word share" if args.fixed_length else ", reward = length"))
     print("| trainer | s/step | completion tokens/step | tokens/s |")
     print("|---|---|---|---|")
     print(f"| SafeLadder | {ours_s:.1f} | {ours_tokens:.0f} | {ours_tokens / ours_s:.1f} |")

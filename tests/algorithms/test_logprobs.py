@@ -59,3 +59,37 @@ def test_a_row_without_a_prompt_token_is_refused():
 
     with pytest.raises(ValueError, match="prompt token"):
         completion_logprobs(tiny_model(), build_token_batch([[]], [[8, 9]], [[1, 1]], pad_id=0))
+
+
+def test_a_shared_prompt_runs_once_and_gives_the_same_values_and_gradients():
+    prompt = [5, 6, 7, 8, 9]
+    completions = [[20, 21, 22], [23, 24, 25, 26, 27], [28], [29, 30]]
+    masks = [[1, 1, 1], [1, 0, 0, 1, 1], [1], [0, 1]]  # tool tokens; row 3's first token untrained
+    results = {}
+    for share in (False, True):
+        torch.manual_seed(0)
+        model = tiny_model()
+        batch = build_token_batch([prompt] * 4, completions, masks, pad_id=0, share_prompt=share)
+        assert batch.shared_prompt is share
+        seen: list[int] = []
+        hook = model.model.embed_tokens.register_forward_hook(lambda m, i, o: seen.append(o.shape[:-1].numel()))
+        logp, entropy = completion_logprobs(model, batch, temperature=0.7, with_entropy=True)
+        hook.remove()
+        (logp * batch.mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[share] = (logp.detach(), entropy, grads, sum(seen), batch.computed_tokens)
+    (lp0, e0, g0, tokens0, c0), (lp1, e1, g1, tokens1, c1) = results[False], results[True]
+    torch.testing.assert_close(lp1, lp0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(e1, e0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys() and len(g0) > 0
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=n)
+    assert tokens0 == 4 * 10 and tokens1 == 5 + 4 * 5  # the prompt embedded once, not four times
+    assert (c0, c1) == (4 * 5 + 11, 5 + 11)
+    assert lp1[3, 0] == 0 and bool((lp1[[0, 1, 2], 0] < 0).all())  # token 0: from the shared prompt pass
+
+
+def test_rows_with_different_prompts_are_not_shared():
+    batch = build_token_batch([[5, 6], [5, 7]], [[8], [9]], [[1], [1]], pad_id=0, share_prompt=True)
+    assert not batch.shared_prompt
+    assert not build_token_batch([[5, 6]], [[8]], [[1]], pad_id=0, share_prompt=True).shared_prompt

@@ -37,3 +37,20 @@ def test_the_model_computes_the_same_inside_and_is_restored_after(monkeypatch):
     assert len(products) == len(layers)  # every linear layer took W @ xᵀ
     assert not any("forward" in vars(m) for m in layers)  # and is back to nn.Linear's own
     torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_wide_layers_take_the_transposed_product_at_more_rows(monkeypatch):
+    from safeladder.rollout.cpu_kernels import WIDE_OUT, WIDE_ROWS
+
+    torch.manual_seed(0)
+    head, hidden = torch.nn.Linear(16, WIDE_OUT, bias=False), torch.nn.Linear(16, 32, bias=False)
+    x = torch.randn(16, 16)  # 16 rows: past the few-row range, inside the wide one
+    assert 16 not in FEW_ROWS and 16 in WIDE_ROWS
+    products = []
+    mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: products.append(a.shape) or mm(a, b))
+    with torch.no_grad():
+        wide, narrow = _few_row_forward(head, x), _few_row_forward(hidden, x)
+    assert products == [(WIDE_OUT, 16)]  # only the vocabulary-sized layer
+    torch.testing.assert_close(wide, F.linear(x, head.weight), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(narrow, F.linear(x, hidden.weight))

@@ -163,3 +163,44 @@ def test_merge_lora_must_be_a_boolean():
 
     with pytest.raises(ValueError, match="merge_lora"):
         TransformersEngine(tiny_model(), tiny_tokenizer(), merge_lora="no")
+
+
+def test_banned_tokens_are_never_drawn_and_the_logprob_stays_the_policys():
+    logits = torch.tensor([[4.0, 1.0, 0.5, 0.0]] * 400)  # token 0 (say EOS) holds ~90% of the mass
+    policy_logp = torch.log_softmax(logits[0], -1)
+    tok, lp = sample_next(logits, 1.0, 1.0, torch.Generator().manual_seed(0), banned=[0])
+    assert 0 not in tok.tolist() and set(tok.tolist()) == {1, 2, 3}
+    assert torch.allclose(lp, policy_logp[tok])  # π(token), not the renormalised draw distribution
+    greedy, glp = sample_next(logits[:1], 0.0, 1.0, None, banned=[0])
+    assert greedy.tolist() == [1] and glp.item() == pytest.approx(policy_logp[1].item())
+    nucleus, _ = sample_next(logits, 1.0, 0.5, torch.Generator().manual_seed(0), banned=[0])
+    assert set(nucleus.tolist()) == {1}  # top-p applies to the renormalised mass (token 1 alone ≥ 0.5)
+
+
+def test_min_new_tokens_holds_back_eos(tiny_policy):
+    engine = TransformersEngine(tiny_policy.model, tiny_policy.tokenizer)
+    prompt = _prompts(tiny_policy, ["What is 47 + 38?"])
+    first = engine.sample(prompt, SamplingSettings(max_new_tokens=1, temperature=0.0))[0][0].token_ids[0]
+    engine.eos_ids = {first}  # the greedy first token now ends the answer at once
+    assert engine.sample(prompt, SamplingSettings(max_new_tokens=6, temperature=0.0))[0][0].finish_reason == "eos"
+    for temperature in (0.0, 1.0):
+        out = engine.sample(prompt, SamplingSettings(max_new_tokens=6, min_new_tokens=6, temperature=temperature, n=3, seed=2))
+        for c in out[0]:
+            assert len(c.token_ids) == 6 and first not in c.token_ids and c.finish_reason == "length"
+        if temperature:  # log-probs of the policy itself, not of the EOS-free draw distribution
+            ref = _teacher_forced_logprobs(tiny_policy.model, prompt[0], out[0][0].token_ids)
+            assert torch.allclose(torch.tensor(out[0][0].logprobs), ref, atol=1e-4)
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        SamplingSettings(max_new_tokens=4, min_new_tokens=5)
+
+
+def test_min_new_tokens_holds_back_stop_strings(tiny_policy):
+    engine = TransformersEngine(tiny_policy.model, tiny_policy.tokenizer)
+    prompt = _prompts(tiny_policy, ["What is 47 + 38?"])
+    first = engine.sample(prompt, SamplingSettings(max_new_tokens=1, temperature=0.0))[0][0]
+    stop = (first.text.strip(),)
+    assert stop[0]  # the tiny tokenizer's first greedy token decodes to visible text
+    early = engine.sample(prompt, SamplingSettings(max_new_tokens=8, temperature=0.0, stop=stop))[0][0]
+    assert (len(early.token_ids), early.finish_reason) == (1, "stop")
+    held = engine.sample(prompt, SamplingSettings(max_new_tokens=8, min_new_tokens=3, temperature=0.0, stop=stop))[0][0]
+    assert len(held.token_ids) >= 3 and held.token_ids[0] == first.token_ids[0]

@@ -90,15 +90,15 @@ def test_requests_carry_token_ids_and_seeds_and_outputs_become_completions(fake_
 
     llm.script = script
     prompts = [tok.encode("What is 47 + 38?", add_special_tokens=False), tok.encode("0 1 2", add_special_tokens=False)]
-    settings = SamplingSettings(max_new_tokens=7, temperature=0.8, top_p=0.9, n=2, stop=("</search>",), seed=4)
+    settings = SamplingSettings(max_new_tokens=7, min_new_tokens=2, temperature=0.8, top_p=0.9, n=2, stop=("</search>",), seed=4)
     out = engine.sample(prompts, settings)
 
     sent_prompts, params = llm.calls[0]
     assert sent_prompts == [{"prompt_token_ids": p} for p in prompts]
     assert [p.seed for p in params] == [prefix_seed(4, 0), prefix_seed(4, 1)]
     p = params[0]
-    assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop, p.logprobs, p.include_stop_str_in_output) == (
-        2, 0.8, 0.9, 7, ["</search>"], 0, True)
+    assert (p.n, p.temperature, p.top_p, p.max_tokens, p.min_tokens, p.stop, p.logprobs, p.include_stop_str_in_output) == (
+        2, 0.8, 0.9, 7, 2, ["</search>"], 0, True)
     flat = [c for group in out for c in group]
     assert [c.finish_reason for c in flat] == ["stop", "eos", "length", "eos"]
     assert [c.token_ids for c in flat] == [e[2] for e in endings]

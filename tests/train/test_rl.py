@@ -151,3 +151,16 @@ def test_skipping_zero_advantage_rows_gives_the_same_update(tmp_path, monkeypatc
         assert torch.allclose(p, q, atol=1e-6), n
     before = RLTrainer(cfg.model_copy(update={"output_dir": str(tmp_path / "t2")}), reward_computers=_computers()).model
     assert not torch.allclose(before.lm_head.weight, trainers[0].model.lm_head.weight, atol=1e-4)  # the update is real
+
+
+def test_min_new_tokens_reaches_the_engine_and_must_fit_max(tmp_path, monkeypatch):
+    import safeladder.train.rl as rl_module
+
+    seen = []
+    real = rl_module.rollout
+    monkeypatch.setattr(rl_module, "rollout", lambda engine, ids, settings, *a, **kw: seen.append(settings) or real(engine, ids, settings, *a, **kw))
+    cfg = _config(tmp_path, rollout={"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 6, "min_new_tokens": 6})
+    row = RLTrainer(cfg, reward_computers=_computers()).train_step()
+    assert seen[0].min_new_tokens == 6 and row["response/tokens_mean"] == 6
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        _config(tmp_path, rollout={"max_new_tokens": 6, "min_new_tokens": 7})

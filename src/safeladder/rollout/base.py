@@ -18,6 +18,9 @@ FinishReason = Literal["eos", "stop", "length"]  # EOS token · a stop string ·
 @dataclass(frozen=True)
 class SamplingSettings:
     max_new_tokens: int = 256
+    # no EOS / stop before this many tokens (HF's min_new_tokens, vLLM's min_tokens); the EOS
+    # tokens are removed from the sampling distribution, the reported log-prob stays the policy's
+    min_new_tokens: int = 0
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
     n: int = 1  # samples per prefix; the prefix is encoded once and its KV cache shared
@@ -29,6 +32,8 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.n < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens, n and batch_size must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], got {self.min_new_tokens}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
 

@@ -15,6 +15,7 @@ and vLLM, which seeds each request and gives its k-th child seed + k, follows th
 from __future__ import annotations
 
 import contextlib
+import math
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -81,20 +82,27 @@ def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 MIN_TEMPERATURE = 1e-4
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: Generators, banned: Sequence[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; return (tokens (R,), their log-probs (R,)).
 
-    The log-prob is that of the temperature-scaled distribution before top-p truncation, i.e.
-    the policy π(·)/T the trainer recomputes; greedy (T=0) reports the untempered log-prob.
-    Temperatures below `MIN_TEMPERATURE` are greedy: dividing by them overflows to inf/NaN.
+    The log-prob is that of the temperature-scaled distribution before top-p truncation and
+    before `banned` tokens (EOS under `min_new_tokens`) are removed, i.e. the policy π(·)/T the
+    trainer recomputes; greedy (T=0) reports the untempered log-prob. Temperatures below
+    `MIN_TEMPERATURE` are greedy: dividing by them overflows to inf/NaN.
     """
     logits = logits.float()  # (R, V)
+    ban = list(banned)
     if temperature < MIN_TEMPERATURE:
         logp = torch.log_softmax(logits, dim=-1)
-        tokens = logp.argmax(dim=-1)
+        tokens = (logp.index_fill(-1, torch.tensor(ban, device=logp.device), -math.inf) if ban else logp).argmax(dim=-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
     logp = torch.log_softmax(logits / temperature, dim=-1)  # (R, V)
     probs, order = logp.exp(), None
+    if ban:
+        probs = probs.index_fill(-1, torch.tensor(ban, device=probs.device), 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)  # top-p measures the renormalised mass
     if top_p < 1.0:  # sample in sorted order, then map back to token ids
         probs, order = probs.sort(dim=-1, descending=True)
         outside = probs.cumsum(-1) - probs > top_p  # keep the smallest set reaching top_p
@@ -214,7 +222,10 @@ class TransformersEngine:
         reasons: list[FinishReason | None] = [None] * logits.shape[0]
         for step in range(s.max_new_tokens):
             live = rows.tolist()
-            tok, lp = sample_next(logits, s.temperature, s.top_p, None if generators is None else [generators[r] for r in live])
+            banned = sorted(self.eos_ids) if step < s.min_new_tokens else ()
+            tok, lp = sample_next(
+                logits, s.temperature, s.top_p, None if generators is None else [generators[r] for r in live], banned
+            )
             keep: list[int] = []
             for j, (r, t, l) in enumerate(zip(live, tok.tolist(), lp.tolist())):
                 tokens[r].append(t)
@@ -242,6 +253,8 @@ class TransformersEngine:
         return [results[i * n : (i + 1) * n] for i in range(len(prefixes))]
 
     def _finished(self, row: list[int], token: int, s: SamplingSettings) -> FinishReason | None:
+        if len(row) < s.min_new_tokens:  # stop strings wait too (as vLLM's min_tokens)
+            return None
         if token in self.eos_ids:
             return "eos"
         if s.stop:

@@ -174,7 +174,7 @@ class VLLMEngine:
         s = settings
         params = [
             self.vllm.SamplingParams(
-                n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens, min_tokens=s.min_new_tokens,
                 stop=list(s.stop) or None, include_stop_str_in_output=True,  # stop strings stay in the text, as ours
                 logprobs=0,  # 0: just the sampled token's log-prob
                 seed=None if s.seed is None else prefix_seed(s.seed, first_index + i),

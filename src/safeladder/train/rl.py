@@ -136,7 +136,7 @@ class RLTrainer:
             for s in samples
         ]
         settings = SamplingSettings(
-            max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, n=r.group_size,
+            max_new_tokens=r.max_new_tokens, min_new_tokens=r.min_new_tokens, temperature=r.temperature, top_p=r.top_p, n=r.group_size,
             batch_size=r.batch_size, seed=cfg.seed * 1_000_003 + self.step, precision=cfg.precision,
         )
         t0 = time.perf_counter()
@@ -196,6 +196,27 @@ class RLTrainer:
             answer.append(len(self.tokenizer.encode(parsed.answer or "", add_special_tokens=False)))
         return sum(think) / len(think), sum(answer) / len(answer)
 
+    def _micro_batches(self, batch: StepBatch, rows: list[int]) -> list[list[int]]:
+        """Rows in micro-batches (exact whatever the grouping: the loss is a weighted sum over them).
+
+        With groups (G > 1) a micro-batch holds rows of one prompt only, so the prompt runs once
+        for all of them (`build_token_batch(share_prompt=True)`); otherwise rows of similar
+        length go together, so little of each is padding.
+        """
+        size = self.cfg.algorithm.micro_batch_size
+        length = lambda i: len(batch.rollouts[i].prompt_ids) + len(batch.rollouts[i].completion_ids)  # noqa: E731
+        if self.cfg.rollout.group_size == 1:
+            rows = sorted(rows, key=length)
+            return [rows[i : i + size] for i in range(0, len(rows), size)]
+        groups: dict[int, list[int]] = {}
+        for i in rows:
+            groups.setdefault(batch.rollouts[i].prompt_index, []).append(i)
+        micro = []
+        for members in groups.values():
+            members = sorted(members, key=length)
+            micro += [members[i : i + size] for i in range(0, len(members), size)]
+        return micro
+
     def train_on(self, batch: StepBatch) -> dict[str, float]:
         """K passes over the kept rollouts; each pass is one optimiser step over all micro-batches."""
         a = self.cfg.algorithm
@@ -210,14 +231,12 @@ class RLTrainer:
                     "time/train_s": 0.0, "train/tokens_per_s": 0.0}
         self.model.train()
         pad = self.tokenizer.pad_token_id
-        # Rows of similar length share a micro-batch, so little of each is padding (exact: the
-        # loss is a weighted sum over micro-batches whatever their grouping).
-        rows = sorted(rows, key=lambda i: len(batch.rollouts[i].prompt_ids) + len(batch.rollouts[i].completion_ids))
-        micro = [rows[i : i + a.micro_batch_size] for i in range(0, len(rows), a.micro_batch_size)]
+        micro = self._micro_batches(batch, rows)
+        share = self.cfg.rollout.group_size > 1
         token_batches = [
             build_token_batch(
                 [batch.rollouts[i].prompt_ids for i in m], [batch.rollouts[i].completion_ids for i in m],
-                [batch.rollouts[i].mask for i in m], pad,
+                [batch.rollouts[i].mask for i in m], pad, share_prompt=share,
             )
             for m in micro
         ]
@@ -267,7 +286,7 @@ class RLTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.engine.sync_weights(self.model)  # remote engines (vLLM, Ray workers) sample from the new weights
         t_train = time.perf_counter() - t0
-        n_tokens = sum(float(tb.attention_mask.sum()) for tb in token_batches) * a.epochs
+        n_tokens = sum(tb.computed_tokens for tb in token_batches) * a.epochs
         return {**{f"train/{k}": v for k, v in sums.items()}, "train/grad_norm": grad_norm,
                 "lr": self.scheduler.get_last_lr()[0], "time/train_s": t_train, "train/rows": float(len(rows)),
                 "train/tokens_per_s": n_tokens / max(t_train, 1e-9)}

@@ -57,6 +57,7 @@ class RolloutSpec(_Strict):
     group_size: int = Field(8, ge=1)  # G samples per prompt
     prompts_per_step: int = Field(128, ge=1)
     max_new_tokens: int = Field(1024, ge=1)
+    min_new_tokens: int = Field(0, ge=0)  # EOS suppressed before this (fixed-length benchmarks)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(16, ge=1)  # prompts per engine forward (× G rows)
@@ -64,6 +65,12 @@ class RolloutSpec(_Strict):
     engine_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {num_workers: 2} for ray
     max_turns: int = Field(1, ge=1)  # > 1 with an environment (search)
     environment: dict[str, Any] | None = None  # {"name": ..., **options}; see safeladder.rollout.environments
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> "RolloutSpec":
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})")
+        return self
 
 
 class AlgorithmSpec(_Strict):
