@@ -43,6 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=2, help="candidates per step")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--answer-n", type=int, default=3, help="answers sampled after the reasoning (best kept)")
+    p.add_argument("--answer-paths", type=int, default=1,
+                   help="answers spread over this many best reasoning paths of the last step")
     p.add_argument("--step-tokens", type=int, default=24)
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--answer-tokens", type=int, default=48)
@@ -126,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     getattr(value, "warm_up", lambda: None)()
     steps = StepSettings(step_tokens=args.step_tokens, max_steps=args.max_steps, answer_tokens=args.answer_tokens,
                          temperature=args.temperature, top_p=args.top_p)
-    search = SearchSettings(n=args.n, beam=args.beam, answer_n=args.answer_n, mask_unsafe=not args.no_mask,
-                            steps=steps, seed=args.seed)
+    search = SearchSettings(n=args.n, beam=args.beam, answer_n=args.answer_n, answer_paths=args.answer_paths,
+                            mask_unsafe=not args.no_mask, steps=steps, seed=args.seed)
     print(f"{len(sets['harmful'])} harmful + {len(sets['benign'])} benign prompts · model {args.model} · "
-          f"value {args.value} · n={args.n} beam={args.beam} steps≤{args.max_steps}×{args.step_tokens} tok, "
+          f"value {args.value} · n={args.n} beam={args.beam} answers {args.answer_n} over {args.answer_paths} path(s) · steps≤{args.max_steps}×{args.step_tokens} tok, "
           f"answer≤{args.answer_tokens} tok, T={args.temperature}", flush=True)
 
     results: dict[str, list[Any]] = {}

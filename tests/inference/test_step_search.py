@@ -172,6 +172,42 @@ def test_unsafe_candidates_are_masked_unless_all_are_unsafe():
     assert res.steps[0].text.startswith("BAD") and res.masked == 3 and res.answer == "ok."
 
 
+class CountValue:
+    """Score = occurrences of SAFE / 10: no saturation, so answers can outscore their reasoning."""
+
+    verifiers_per_item = 1
+
+    def score(self, items, final=False):
+        return [ValueScore(text.count("SAFE") / 10) for _req, text in items]
+
+
+def test_answers_spread_over_the_best_reasoning_paths():
+    def script(turn, settings, j, call):
+        if THINK_CLOSE in settings.stop:  # reasoning: the SAFE path ranks first, alpha second
+            return f"{['alpha', 'SAFE'][j]} idea.\n</think>"
+        return "SAFE SAFE SAFE." if "alpha" in turn else "plain."  # the runner-up path answers better
+
+    results = {}
+    for paths in (1, 2):
+        engine = ScriptedEngine(script)
+        prompts = _prompts(engine)
+        [res] = step_search(engine, prompts, CountValue(), SearchSettings(n=2, answer_n=3, answer_paths=paths))
+        results[paths] = (res, engine)
+    one, two = results[1][0], results[2][0]
+    assert one.answer == "plain." and "SAFE idea" in one.completion  # every answer after the best path
+    assert two.answer == "SAFE SAFE SAFE." and "alpha idea" in two.completion
+    prefixes, settings = results[2][1].calls[-1]
+    reasoning = {t: engine.tokenizer.encode(f"{t} idea.\n</think>", add_special_tokens=False) for t in ("alpha", "SAFE")}
+    assert settings.n == 1 and len(prefixes) == 3  # round-robin: best, runner-up, best
+    assert [p[-len(reasoning["SAFE"]):] for p in prefixes] == [reasoning["SAFE"], reasoning["alpha"], reasoning["SAFE"]]
+    answer_tokens = 2 * (len(engine.tokenizer.encode("plain.")) + 1) + len(engine.tokenizer.encode("SAFE SAFE SAFE.")) + 1
+    reasoning_tokens = sum(len(r) for r in reasoning.values())
+    assert two.generated_tokens == reasoning_tokens + answer_tokens
+    assert two.verifier_calls == one.verifier_calls == 2 + 3  # same compute, answers placed differently
+    with pytest.raises(ValueError, match="answer_paths"):
+        SearchSettings(answer_paths=0)
+
+
 def test_reasoning_that_never_closes_is_closed_after_max_steps():
     engine = ScriptedEngine(lambda p, s, j, c: f"more {j}.\n\n" if THINK_CLOSE in s.stop else "done.")
     settings = SearchSettings(n=2, answer_n=3, steps=StepSettings(max_steps=3))

@@ -111,6 +111,7 @@ class GuidedOptions(_Strict):
     n: int = Field(2, ge=1, le=16, description="candidates per beam per step")
     beam: int = Field(1, ge=1, le=4)
     answer_n: int = Field(3, ge=1, le=8, description="answers sampled after the reasoning, best kept")
+    answer_paths: int = Field(1, ge=1, le=4, description="answers spread over this many best reasoning paths")
     mask_unsafe: bool = True
     step_tokens: int | None = Field(None, ge=1, le=512)
     max_steps: int | None = Field(None, ge=1, le=64)
@@ -384,7 +385,8 @@ def create_app(engine: RolloutEngine, settings: ServeSettings = ServeSettings(),
             step_tokens = min(opts.step_tokens or steps.step_tokens, max_tokens)
             # max_tokens bounds the reasoning (steps × step_tokens) and, separately, the answer
             max_steps = min(opts.max_steps or steps.max_steps, max(1, max_tokens // step_tokens))
-            search = SearchSettings(n=opts.n, beam=opts.beam, answer_n=opts.answer_n, mask_unsafe=opts.mask_unsafe,
+            search = SearchSettings(n=opts.n, beam=opts.beam, answer_n=opts.answer_n, answer_paths=opts.answer_paths,
+                                    mask_unsafe=opts.mask_unsafe,
                                     steps=steps.with_(step_tokens=step_tokens, max_steps=max_steps,
                                                       answer_tokens=max_tokens),
                                     seed=req.seed)

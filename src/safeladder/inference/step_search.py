@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from safeladder.format import SYSTEM_PROMPT, THINK_CLOSE, parse_response
@@ -40,13 +40,14 @@ class SearchSettings:
     n: int = 2  # candidates per live beam per step
     beam: int = 1  # beams kept after each step
     answer_n: int = 3  # answers sampled after the reasoning; > 1 keeps the best-valued one
+    answer_paths: int = 1  # answers spread over this many best reasoning paths of the last step's pool
     mask_unsafe: bool = True  # drop candidates a verifier labels unsafe (unless all are)
     steps: StepSettings = StepSettings()
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.beam < 1 or self.answer_n < 1:
-            raise ValueError("n, beam and answer_n must be >= 1")
+        if self.n < 1 or self.beam < 1 or self.answer_n < 1 or self.answer_paths < 1:
+            raise ValueError("n, beam, answer_n and answer_paths must be >= 1")
 
 
 @dataclass
@@ -137,6 +138,7 @@ def step_search(engine: RolloutEngine, prompts: Sequence[SearchPrompt], value: V
     s, eos, seeds = settings, eos_ids(engine), SeedSequence(settings.seed)
     tokens, calls, drawn, masked = ([0] * len(prompts) for _ in range(4))
     beams = [[_Path(text=p.prefill)] for p in prompts]
+    finals = [list(b) for b in beams]  # the best paths of each prompt's last pool: where answers start
     for _ in range(s.steps.max_steps):
         live = [(i, b) for i, bs in enumerate(beams) for b in bs if not b.closed]
         if not live:
@@ -152,8 +154,9 @@ def step_search(engine: RolloutEngine, prompts: Sequence[SearchPrompt], value: V
         for i in sorted({i for i, _ in live}):
             pool = [b for b in beams[i] if b.closed] + [p for j, p in cands if j == i]
             beams[i] = _select(pool, s.beam, s.mask_unsafe)
-    best = [_rank(bs)[0].close(engine.tokenizer) for bs in beams]
-    answers, answer_tokens, answer_calls = _answer(engine, prompts, best, value, s, seeds, eos)
+            finals[i] = _select(pool, max(s.beam, s.answer_paths), s.mask_unsafe)
+    starts = [[p.close(engine.tokenizer) for p in _rank(f)[: s.answer_paths]] for f in finals]
+    answers, answer_tokens, answer_calls = _answer(engine, prompts, starts, value, s, seeds, eos)
     wall = (time.perf_counter() - t0) / max(len(prompts), 1)
     return [
         SearchResult("step_search", a.text, a.steps, tokens[i] + answer_tokens[i], calls[i] + answer_calls[i], wall,
@@ -162,15 +165,25 @@ def step_search(engine: RolloutEngine, prompts: Sequence[SearchPrompt], value: V
     ]
 
 
-def _answer(engine: RolloutEngine, prompts: Sequence[SearchPrompt], paths: Sequence[_Path], value: ValueFunction,
-            s: SearchSettings, seeds: SeedSequence, eos: set[int]) -> tuple[list[_Path], list[int], list[int]]:
-    """Sample `answer_n` answers after each closed reasoning; keep the best-valued when there are several."""
-    outs = engine.sample([prompts[i].ids + p.ids for i, p in enumerate(paths)],
-                         s.steps.answer(n=s.answer_n, seed=seeds.next()))
+def _answer(engine: RolloutEngine, prompts: Sequence[SearchPrompt], starts: Sequence[Sequence[_Path]],
+            value: ValueFunction, s: SearchSettings, seeds: SeedSequence,
+            eos: set[int]) -> tuple[list[_Path], list[int], list[int]]:
+    """Sample `answer_n` answers after each prompt's closed reasoning paths (spread round-robin over
+    them, best path first); keep the best-valued answer when there are several."""
+    settings = s.steps.answer(n=s.answer_n, seed=seeds.next())
+    if all(len(paths) == 1 for paths in starts):  # one path each: its prefix encoded once, n samples
+        outs = engine.sample([prompts[i].ids + paths[0].ids for i, paths in enumerate(starts)], settings)
+        pairs = [[(paths[0], c) for c in group] for paths, group in zip(starts, outs)]
+    else:  # one row per answer, after its path
+        rows = [(i, paths[k % len(paths)]) for i, paths in enumerate(starts) for k in range(s.answer_n)]
+        outs = engine.sample([prompts[i].ids + p.ids for i, p in rows], replace(settings, n=1))
+        pairs = [[] for _ in prompts]
+        for (i, p), (c,) in zip(rows, outs):
+            pairs[i].append((p, c))
     done, tokens, calls = [], [], []
-    for i, (p, group) in enumerate(zip(paths, outs)):
-        options = [p.extended(c, eos, kind="answer") for c in group]
-        tokens.append(sum(len(c.token_ids) for c in group))
+    for i, group in enumerate(pairs):
+        options = [p.extended(c, eos, kind="answer") for p, c in group]
+        tokens.append(sum(len(c.token_ids) for _, c in group))
         if len(options) > 1:
             _apply_scores(options, value.score([(prompts[i].request, o.text) for o in options], final=True))
             calls.append(len(options) * value.verifiers_per_item)
