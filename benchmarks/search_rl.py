@@ -9,7 +9,8 @@ Steps (each a library call; the presets are `search_sft` and `search_rl`):
   4. search RL (exact-match reward, honest-doubt bonus, Lagrangian on false certainty), evaluate.
 Prints the table (accuracy, false-certain, honest doubt, search share with 95% Wilson intervals,
 searches and model tokens per question) and the wall time of each step; `--out` writes it as JSON.
-Budget on a 2-core CPU: ≤ 20 minutes with the defaults.
+Measured on a quiet 2-core CPU (session 7): 20.6 minutes with the defaults, of which the stage itself
+(warm-up SFT 5.0 + search RL 7.1 min) is 12.1 and the three evaluations of 100 questions 8.4.
 """
 
 from __future__ import annotations
