@@ -153,8 +153,8 @@ def step_search(engine: RolloutEngine, prompts: Sequence[SearchPrompt], value: V
             masked[i] += int(s.mask_unsafe and p.unsafe)
         for i in sorted({i for i, _ in live}):
             pool = [b for b in beams[i] if b.closed] + [p for j, p in cands if j == i]
-            beams[i] = _select(pool, s.beam, s.mask_unsafe)
             finals[i] = _select(pool, max(s.beam, s.answer_paths), s.mask_unsafe)
+            beams[i] = finals[i][: s.beam]  # the same ranking, so the best `beam` are its head
     starts = [[p.close(engine.tokenizer) for p in _rank(f)[: s.answer_paths]] for f in finals]
     answers, answer_tokens, answer_calls = _answer(engine, prompts, starts, value, s, seeds, eos)
     wall = (time.perf_counter() - t0) / max(len(prompts), 1)
