@@ -92,3 +92,16 @@ def test_the_engine_samples_the_same_tokens_merged_or_not():
         for cm, cp in zip(gm, gp):
             torch.testing.assert_close(torch.tensor(cm.logprobs), torch.tensor(cp.logprobs), atol=1e-4, rtol=1e-4)
     assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_applying_lora_does_not_warn_about_peft_reading_a_deprecated_attribute():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_lora(tiny_model(), LoraSpec(r=2, alpha=4), "tiny")
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:  # the filter is scoped: it does not leak
+        warnings.simplefilter("always")
+        tiny_model().is_gradient_checkpointing
+    assert [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +57,14 @@ def resolve_model_dir(name: str) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def peft_quietly():
+    """peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`: hide that one warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+        yield
+
+
 def _load_dir(path: Path, spec: ModelSpec) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,7 +76,8 @@ def _load_dir(path: Path, spec: ModelSpec) -> tuple[Any, Any]:
 
         base_name = json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
         base_model, tokenizer = _load_any(base_name, spec)
-        model = PeftModel.from_pretrained(base_model, path, is_trainable=True)
+        with peft_quietly():
+            model = PeftModel.from_pretrained(base_model, path, is_trainable=True)
         if (path / "tokenizer_config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(path)
         return model, tokenizer

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from safeladder.models.loader import LoraSpec
+from safeladder.models.loader import LoraSpec, peft_quietly
 
 
 def apply_lora(model: Any, spec: LoraSpec, base_name: str) -> Any:
@@ -17,7 +17,8 @@ def apply_lora(model: Any, spec: LoraSpec, base_name: str) -> Any:
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
         target_modules=spec.target_modules, task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, config)
+    with peft_quietly():
+        model = get_peft_model(model, config)
     # Record where the base comes from so an adapter checkpoint can be reloaded by name.
     for cfg in model.peft_config.values():
         cfg.base_model_name_or_path = base_name
