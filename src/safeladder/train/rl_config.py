@@ -45,6 +45,10 @@ class Phase(_Strict):
     steps: int = Field(ge=1)
     mixture: dict[str, float]  # task name -> sampling weight
     recipe: str = "recipes_release"  # a preset name (configs/) or a recipes YAML path
+    # How a step's prompts split over the tasks: "independent" draws each prompt's task by weight
+    # (a small step may miss a task); "stratified" gives each task floor(k·w) prompts and hands
+    # out the remainder by systematic sampling, so every step holds the mixture up to one prompt.
+    draw: Literal["independent", "stratified"] = "independent"
 
     @model_validator(mode="after")
     def _weights(self) -> "Phase":

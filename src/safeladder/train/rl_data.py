@@ -61,6 +61,28 @@ def load_task(name: str, spec: TaskSpec) -> list[Sample]:
     return samples
 
 
+def stratified_counts(weights: list[float], k: int, rng: random.Random) -> list[int]:
+    """Split k draws over tasks: floor(k·w) each, the remainder by systematic sampling.
+
+    Each task gets floor(k·w) or one more, and on average exactly k·w (w normalised) — the
+    mixture held within every step instead of only in expectation.
+    """
+    total = sum(weights)
+    shares = [k * w / total for w in weights]
+    counts = [int(s) for s in shares]
+    fractions = [s - c for s, c in zip(shares, counts)]
+    remainder = k - sum(counts)
+    # `remainder` evenly spaced points u, u+1, … over the fractions laid end to end; each
+    # fraction is < 1, so a task catches at most one point, with probability equal to its fraction.
+    u, edge = rng.random(), 0.0
+    for i, f in enumerate(fractions):
+        lo, edge = edge, edge + f
+        hits = sum(1 for j in range(remainder) if lo <= u + j < edge)
+        counts[i] += hits
+    counts[-1] += k - sum(counts)  # float round-off at the very end of the line
+    return counts
+
+
 class MixtureSampler:
     """Draws each step's prompts from the current phase's mixture; deterministic given its state."""
 
@@ -84,7 +106,12 @@ class MixtureSampler:
         """k prompts for RL step `step`: tasks chosen by weight (seeded by step), prompts in order."""
         names = [t for t, w in phase.mixture.items() if w > 0]
         weights = [phase.mixture[t] for t in names]
-        tasks = random.Random(f"{self.seed}:step:{step}").choices(names, weights=weights, k=k)
+        rng = random.Random(f"{self.seed}:step:{step}")
+        if phase.draw == "stratified":
+            counts = stratified_counts(weights, k, rng)
+            tasks = [t for t, c in zip(names, counts) for _ in range(c)]
+        else:
+            tasks = rng.choices(names, weights=weights, k=k)
         return [self._take(t) for t in sorted(tasks, key=names.index)]
 
     def state(self) -> dict[str, int]:
