@@ -164,3 +164,22 @@ def test_min_new_tokens_reaches_the_engine_and_must_fit_max(tmp_path, monkeypatc
     assert seen[0].min_new_tokens == 6 and row["response/tokens_mean"] == 6
     with pytest.raises(ValueError, match="min_new_tokens"):
         _config(tmp_path, rollout={"max_new_tokens": 6, "min_new_tokens": 7})
+
+
+def test_every_rollout_is_logged_with_its_reward_verdicts_and_advantage(tmp_path):
+    cfg = _config(tmp_path, curriculum=[{"name": "one", "steps": 2, "mixture": {"numbers": 1.0}, "recipe": "seven"}])
+    trainer = RLTrainer(cfg, reward_computers=_computers())
+    trainer.train(show_progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 4 * 8  # steps × prompts × G
+    for m in metrics:
+        mine = [r for r in rows if r["step"] == m["step"]]
+        assert sum(r["reward"] for r in mine) / len(mine) == pytest.approx(m["reward/mean"], abs=1e-6)
+        for g in {r["group"] for r in mine}:  # GRPO: advantages centre on zero within each group
+            assert sum(r["advantage"] for r in mine if r["group"] == g) == pytest.approx(0.0, abs=1e-4)
+    r = rows[0]
+    assert r["verdicts"] == {"test_contains_7": "seven"}
+    assert all(r["scores"] == {"test_contains_7": r["reward"]} for r in rows)  # no format reward, one verifier
+    assert {r["reward"] for r in rows} == {0.0, 1.0}
+    assert r["id"].startswith("p") and r["prompt"].startswith("Say a number") and r["label"] == "seven"

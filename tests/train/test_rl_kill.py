@@ -63,3 +63,5 @@ def test_kill_9_during_rl_then_resume(tmp_path):
     final_state = json.loads((ckpt.latest_checkpoint(run) / "state.json").read_text())
     assert final_state["cursors"] == {"plain": 3 * (last + 2)}  # the cursor continued, not restarted
     assert (run / "final" / "model.safetensors").is_file()
+    logged = [r["step"] for r in MetricsLog.read(run / "rollouts.jsonl")]  # rows past the kill point were dropped
+    assert logged == sorted(logged) and logged == [s for s in steps for _ in range(3 * 2)]

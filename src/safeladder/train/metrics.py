@@ -35,6 +35,11 @@ class MetricsLog:
                 if isinstance(v, (int, float)) and k != "step":
                     self._tb.add_scalar(k, v, row["step"])
 
+    def log_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append several rows at once (no TensorBoard scalars: e.g. per-rollout records)."""
+        with self.path.open("a") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

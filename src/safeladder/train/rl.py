@@ -34,7 +34,7 @@ from safeladder.train.progress import progress_bar
 from safeladder.train.rl_config import RLConfig
 from safeladder.train.rl_data import MixtureSampler, load_task
 from safeladder.verifiers.base import VerifyItem
-from safeladder.verifiers.recipes import RewardComputer, load_recipes
+from safeladder.verifiers.recipes import RewardComputer, RewardResult, load_recipes
 
 # How each aggregation weighs a micro-batch's share of the full batch (so accumulation is exact).
 _AGG_UNITS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -72,6 +72,24 @@ class StepBatch:
     rewards: torch.Tensor  # (N,)
     advantages: torch.Tensor  # (N,)
     keep: torch.Tensor  # (N,) bool, after dynamic sampling
+    rewards_result: RewardResult | None = None  # components and verdicts behind `rewards`
+
+    def records(self, step: int, phase: int) -> list[dict[str, Any]]:
+        """One JSON row per rollout: what was asked, what the policy wrote, how it was judged."""
+        res = self.rewards_result
+        rows = []
+        for i, ro in enumerate(self.rollouts):
+            sample = self.samples[ro.prompt_index]
+            verdicts = {name: v[i].label for name, v in res.verdicts.items() if v[i] is not None} if res else {}
+            scores = {name: vals[i] for name, vals in res.components.items() if vals[i] is not None} if res else {}
+            rows.append({
+                "step": step, "phase": phase, "id": sample.id, "label": sample.label, "group": ro.prompt_index,
+                "sample": ro.sample_index, "prompt": sample.user_text, "completion": ro.text,
+                "finish_reason": ro.finish_reason, "tokens": ro.n_model_tokens,
+                "reward": float(self.rewards[i]), "advantage": float(self.advantages[i]), "kept": bool(self.keep[i]),
+                "scores": scores, "verdicts": verdicts,
+            })
+        return rows
 
 
 class RLTrainer:
@@ -100,6 +118,7 @@ class RLTrainer:
             self.optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total_updates), num_training_steps=total_updates,
         )
         self.step = 0
+        self.last_batch: StepBatch | None = None  # the latest step's rollouts (for the rollout log)
         self.algo_state: dict[str, Any] = {}  # e.g. Lagrange multipliers, saved in checkpoints
         self.policy_loss = POLICY_LOSSES.get(cfg.algorithm.loss)
         self.aggregation = AGGREGATIONS.get(cfg.algorithm.aggregation)
@@ -186,7 +205,7 @@ class RLTrainer:
         for label in sorted(set(batch.labels)):
             idx = [i for i, lb in enumerate(batch.labels) if lb == label]
             metrics[f"reward/by_label/{label}"] = float(rewards[idx].mean())
-        return StepBatch(samples, rollouts, shaped, adv, keep), metrics
+        return StepBatch(samples, rollouts, shaped, adv, keep, result), metrics
 
     def _split_lengths(self, rollouts: list[Rollout]) -> tuple[float, float]:
         think, answer = [], []
@@ -297,6 +316,7 @@ class RLTrainer:
         metrics.update(self.train_on(batch))
         self.step += 1
         metrics.update(step=self.step, **{"time/step_s": time.perf_counter() - t0})
+        self.last_batch = batch
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
@@ -323,12 +343,16 @@ class RLTrainer:
         resumed = self.resume() if resume else False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.run_dir / "metrics.jsonl", self.step if resumed else None, self.cfg.tensorboard)
+        samples_log = (MetricsLog(self.run_dir / "rollouts.jsonl", self.step if resumed else None, tensorboard=False)
+                       if self.cfg.log_rollouts else None)
         bar = progress_bar(disable=not show_progress)
         with bar:
             task = bar.add_task("M³-RL", total=self.cfg.total_steps, completed=self.step, info="")
             while self.step < self.cfg.total_steps:
                 row = self.train_step()
                 log.log(row)
+                if samples_log is not None:
+                    samples_log.log_rows(self.last_batch.records(self.step, int(row["phase"])))
                 if on_step:
                     on_step(row)
                 _, phase = self.cfg.phase_at(self.step - 1)
@@ -340,6 +364,8 @@ class RLTrainer:
                 if self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
                     self.evaluate()
         log.close()
+        if samples_log is not None:
+            samples_log.close()
         final = self.save()
         if self.cfg.eval.suite:
             self.evaluate()

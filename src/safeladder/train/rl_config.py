@@ -131,6 +131,7 @@ class RLConfig(_Strict):
     save_every: int = Field(10, ge=1)
     keep_last: int = Field(2, ge=1)
     tensorboard: bool = True
+    log_rollouts: bool = True  # every rollout (text, reward, verdicts, advantage) → rollouts.jsonl
 
     @model_validator(mode="after")
     def _phases_use_known_tasks(self) -> "RLConfig":
