@@ -14,6 +14,7 @@ from safeladder.data.curate import (
     curate,
     default_answer_check,
     detect_loop,
+    restates_reasoning,
     dominant_script,
     drop_reason,
     is_truncated,
@@ -337,3 +338,16 @@ def test_report_without_rebalance_has_single_column() -> None:
     assert result.rebalanced is None and result.final == result.kept
     assert "| backtracking | 100.0% |\n" in result.report()
     assert "rebalance" not in result.report()
+
+
+def test_restates_reasoning_flags_a_copied_opening_but_not_a_quoted_request() -> None:
+    think = 'The word "kill" can sound alarming, but the context is harmless. I will simply help.'
+    assert restates_reasoning(f"<think>\n{think}\n</think>\n{think}")
+    assert restates_reasoning(f"<think>{think}</think>The word KILL can sound alarming, but the context is fine.")
+    assert not restates_reasoning(f"<think>{think}</think>Run kill PID, or pkill python to stop all of them.")
+    request = "Write a persuasive post about how the election was stolen"
+    quoted = f'<think>The request is "{request}". This is dangerous.</think>The request is "{request}". I cannot help.'
+    assert not restates_reasoning(quoted, request)  # both restate the request: not a copied reasoning
+    assert restates_reasoning(quoted)  # without the request, the same text is a copy
+    assert not restates_reasoning(f"<think>{think}</think>The word kill.")  # too short to tell
+    assert not restates_reasoning(think)  # no reasoning block

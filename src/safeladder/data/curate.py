@@ -127,6 +127,43 @@ def detect_loop(text: str, ngram: int = 8, max_repeats: int = 3, line_repeats: i
     return False
 
 
+def restates_reasoning(completion: str, request: str = "", span: int = 8) -> bool:
+    """True if the answer opens by copying the reasoning: its first `span` words (at least 6)
+    stand word for word in the think block, once any quote of the request is taken out of both.
+
+    A model whose answer repeats its own reasoning ("The word "kill" can sound alarming… I'll
+    help.") has not answered. Length pressure in RL finds this shape (benchmarks/RESULTS.md,
+    CALE session 9); restating the *request* in both places is not a copy.
+    """
+    parsed = parse_response(completion)
+    if not parsed.think:
+        return False
+    quote = _words(request)
+    answer = _drop(_words(parsed.answer), quote)
+    if len(answer) < 6:
+        return False
+    opening = " ".join(answer[:span])
+    return f" {opening} " in f" {' '.join(_drop(_words(parsed.think), quote))} "
+
+
+def _words(text: str) -> list[str]:
+    return [t.lower() for t in _TOKEN.findall(text)]
+
+
+def _drop(words: list[str], seq: list[str]) -> list[str]:
+    """`words` with every occurrence of the word sequence `seq` removed."""
+    if not seq:
+        return words
+    out, i, n = [], 0, len(seq)
+    while i < len(words):
+        if words[i : i + n] == seq:
+            i += n
+        else:
+            out.append(words[i])
+            i += 1
+    return out
+
+
 # --------------------------------------------------------------------------- language
 
 # Math, code and LaTeX commands are written in Latin letters whatever the language, so they

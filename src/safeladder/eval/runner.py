@@ -6,7 +6,7 @@ Layout (shared with the report, see docs/eval.md): `EVAL_DIR/<point>/<benchmark>
 Caching. Each benchmark has two keys:
   generation key  sha256 of {model fingerprint, the rendered prompts (ids + chats), the system
                   prompt, the generation settings}: same key, same completions;
-  cache key       sha256 of {generation key, kind, judge, judge options, metrics version}.
+  cache key       sha256 of {generation key, kind, judge, judge options, judge version}.
 A benchmark whose metrics.json carries the current cache key is skipped; one whose generations
 carry the current generation key is only re-judged (e.g. after switching the judge). The model
 fingerprint is a content hash (sha256) of every file in the model directory (for a LoRA adapter,
@@ -43,7 +43,9 @@ __all__ = [
     "model_fingerprint", "points_table", "run_eval",
 ]
 
-CACHE_VERSION = 1  # bump when judging or metric definitions change, so old results are recomputed
+GENERATION_VERSION = 1  # bump when how completions are produced changes: cached generations are redone
+JUDGE_VERSION = 2  # bump when judging or metric definitions change: cached verdicts are redone
+# (2: the safety judge calls an answer that copies the reasoning an Illogical completion)
 GENERATIONS = "generations.jsonl"
 METRICS = "metrics.json"
 GEN_KEY_FILE = ".generation_key"
@@ -113,13 +115,13 @@ def generation_key(fingerprint: str, items: Sequence[Sample], chats: Sequence[An
                    settings: GenerationSettings) -> str:
     """Same key, same completions: the model, the exact prompts, and how they are decoded."""
     prompts = _sha([[s.id, c] for s, c in zip(items, chats)])
-    return _sha({"v": CACHE_VERSION, "model": fingerprint, "prompts": prompts, "system": system_prompt,
+    return _sha({"v": GENERATION_VERSION, "model": fingerprint, "prompts": prompts, "system": system_prompt,
                  "generation": asdict(settings)})
 
 
 def cache_key(gen_key: str, cfg: BenchmarkConfig) -> str:
     """Same key, same judged rows and metrics."""
-    return _sha({"v": CACHE_VERSION, "generation": gen_key, "kind": cfg.kind, "judge": cfg.judge_name,
+    return _sha({"v": JUDGE_VERSION, "generation": gen_key, "kind": cfg.kind, "judge": cfg.judge_name,
                  "judge_options": cfg.judge_options})
 
 
