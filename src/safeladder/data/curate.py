@@ -117,7 +117,7 @@ def detect_loop(text: str, ngram: int = 8, max_repeats: int = 3, line_repeats: i
         previous = line
         if run >= line_repeats:
             return True
-    tokens = [t.lower() for t in _TOKEN.findall(text)]
+    tokens = _words(text)
     counts: Counter[tuple[str, ...]] = Counter()
     for i in range(len(tokens) - ngram + 1):
         gram = tuple(tokens[i : i + ngram])
