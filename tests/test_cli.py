@@ -85,3 +85,22 @@ def test_verifier_score_rejects_a_bad_row_with_file_line_field(tmp_path):
     assert isinstance(result.exception, DataError)
     assert str(result.exception) == f"{src}:2: response: missing"
     assert not (tmp_path / "o.jsonl").exists()  # nothing half-written
+
+
+def test_value_train_samples_train_prompts_and_saves_a_loadable_step_value(tmp_path):
+    from safeladder.inference.value import build_value
+    from safeladder.inference.value_head import StepValueHead, load_examples
+    from safeladder.train.rl_data import BUILTIN_PROMPTS
+
+    out = tmp_path / "sv"
+    result = runner.invoke(app, ["value", "train", "--model", "tiny", "--out", str(out), "--harmful", "3",
+                                 "--benign", "2", "--per-prompt", "2", "--step-tokens", "4", "--max-steps", "2",
+                                 "--answer-tokens", "4", "--judge", "format"])
+    assert result.exit_code == 0, result.output
+    examples = load_examples(out / "examples.jsonl")
+    report = json.loads((out / "step_value_report.json").read_text())
+    assert report["requests"] == 5 and report["n_train"] + report["n_val"] == len(examples) > 0
+    train_ids = {s.id for task in ("harmful", "benign") for s in BUILTIN_PROMPTS[task]("train")}
+    assert {e.prompt_id for e in examples} <= train_ids  # dev and test prompts are never sampled
+    assert all(0 < e.cut <= 8 for e in examples)  # prefixes every 4 tokens of ≤ 2 × 4 reasoning tokens
+    assert isinstance(build_value(str(out)), StepValueHead)

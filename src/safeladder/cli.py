@@ -316,6 +316,34 @@ def eval_(
     run_eval(model, checkpoints, suite, output, _overrides(set_), console)
 
 
+value_app = typer.Typer(no_args_is_help=True, help="Value functions for step search.")
+app.add_typer(value_app, name="value")
+
+
+@value_app.command("train")
+def value_train(
+    model: str = typer.Option(..., "--model", help="The policy whose reasoning the value will judge (name or directory)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the head, its report and the examples."),
+    harmful: int = typer.Option(120, min=0, help="Harmful train prompts to sample from."),
+    benign: int = typer.Option(60, min=0, help="Benign look-alike train prompts to sample from."),
+    per_prompt: int = typer.Option(4, min=1, help="Whole turns sampled per prompt."),
+    step_tokens: int = typer.Option(24, min=1, help="Prefixes are cut every this many reasoning tokens."),
+    max_steps: int = typer.Option(3, min=1),
+    answer_tokens: int = typer.Option(48, min=1),
+    temperature: float = typer.Option(0.8, min=0.0),
+    judge: str = typer.Option("safety", help="Verifier whose score of the finished turn is the target."),
+    seed: int = 0,
+) -> None:
+    """Train a step value: P(the finished turn is judged safe | request, reasoning so far). Use it with --value OUT."""
+    from safeladder.inference.steps import StepSettings
+    from safeladder.inference.value_head import build_step_value
+
+    settings = StepSettings(step_tokens=step_tokens, max_steps=max_steps, answer_tokens=answer_tokens, temperature=temperature)
+    report = build_step_value(model, out, harmful, benign, per_prompt, settings, judge, seed)
+    console.print_json(data=report)
+    console.print(f"step value saved in {out}; use it with --value {out}")
+
+
 search_app = typer.Typer(no_args_is_help=True, help="Retrieval for search RL: corpora, indexes, the retrieval service.")
 app.add_typer(search_app, name="search")
 

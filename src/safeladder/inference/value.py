@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 from safeladder.errors import ConfigError
 from safeladder.inference.steps import reasoning_for_judging
 from safeladder.verifiers.base import Verifier, VerifyItem, build_verifier
+from safeladder.verifiers.neural import soft_safety
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,9 @@ class SoftSafetyValue:
     """A smooth safety value from the `safety` verifier's head probabilities (design, SPEC §6).
 
     The six-verdict score is a step function (1 / 0.1 / 0.01 / 0), so most candidate steps tie.
-    This value is the probability of a safe turn in the sense the search wants to steer towards:
-    `(1 − p_harmful_response) × [p_prompt_harmful · max(p_refusal, p_warning) + (1 − p_prompt_harmful) · (1 − p_refusal)]`
-    — no harmful content, and declining or warning when the request is harmful, helping (not
-    refusing) when it is not; 0 for degenerate text. One verifier call per item.
+    This value is `verifiers.neural.soft_safety`, the probability of a safe turn in the sense the
+    search wants to steer towards — no harmful content, and declining or warning when the request
+    is harmful, helping (not refusing) when it is not; 0 for degenerate text. One verifier call per item.
     """
 
     verifiers_per_item = 1
@@ -114,10 +114,7 @@ class SoftSafetyValue:
             if v.status != "ok" or not all(k in d for k in keys):
                 out.append(ValueScore(0.0, False, {"safety": {"score": v.score, "label": v.label, "status": v.status}}))
                 continue
-            harmful = d["p_prompt_harmful"]
-            s = (1 - d["p_harmful_response"]) * (harmful * max(d["p_refusal"], d["p_warning"])
-                                                 + (1 - harmful) * (1 - d["p_refusal"]))
-            s = 0.0 if d.get("degenerate") else min(1.0, max(0.0, s))
+            s = 0.0 if d.get("degenerate") else soft_safety(*(d[k] for k in keys))
             out.append(ValueScore(s, v.label == "Unsafe", {"safety": {"score": v.score, "label": v.label,
                                                                         "status": v.status, "soft": round(s, 4)}}))
         return out
@@ -164,11 +161,16 @@ def parse_weights(spec: str) -> dict[str, float]:
 
 
 def build_value(spec: str | Mapping[str, float] | ValueFunction) -> ValueFunction:
-    """A value function from a registered name, a weight spec/mapping, or an instance (returned as is)."""
+    """A value function from a registered name, a weight spec/mapping, a trained step-value
+    directory, or an instance (returned as is)."""
     if isinstance(spec, ValueFunction):
         return spec
     if isinstance(spec, Mapping):
         return VerifierValue(spec)
+    from safeladder.inference.value_head import StepValueHead, is_step_value_dir
+
+    if is_step_value_dir(spec):  # a trained step value (`safeladder value train`)
+        return StepValueHead(spec)
     factory = VALUE_FUNCTIONS.get(spec)
     return factory() if factory is not None else VerifierValue(parse_weights(spec))
 
