@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,22 +37,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def hidden_states(model_name: str, examples: Sequence[Any], batch_size: int) -> Any:
-    """(N, D) unit-norm last-layer states of the last token of prompt + `<think>` + prefix."""
+    """(N, D) unit-norm last-layer states of the last token of prompt + `<think>` + prefix, the
+    context step search would score the prefix in."""
     import torch
 
-    from safeladder.format import SYSTEM_PROMPT, render_prompt
-    from safeladder.inference.steps import THINK_PREFILL
+    from safeladder.inference.step_search import prepare_prompts
     from safeladder.models.loader import load_policy
 
     policy = load_policy(model_name)
     tok, model = policy.tokenizer, policy.model.eval()
     tok.padding_side = "left"
-    texts = [render_prompt(tok, [{"role": "user", "content": e.request}], SYSTEM_PROMPT) + THINK_PREFILL + e.reasoning
-             for e in examples]
+    prompts = prepare_prompts(tok, [[{"role": "user", "content": e.request}] for e in examples])
+    ids = [p.ids + tok.encode(e.reasoning, add_special_tokens=False) for p, e in zip(prompts, examples)]
     out = []
     with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        for i in range(0, len(ids), batch_size):
+            enc = tok.pad({"input_ids": ids[i : i + batch_size]}, return_tensors="pt")
             h = model(**enc, output_hidden_states=True).hidden_states[-1][:, -1]  # (B, D)
             out.append(torch.nn.functional.normalize(h.float(), dim=-1))
     return torch.cat(out)
@@ -64,28 +63,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     from safeladder.inference.value import build_value
-    from safeladder.inference.value_head import StepValueHead, load_examples, ranking_accuracy
+    from safeladder.inference.value_head import StepValueHead, load_examples, ranking_accuracy, split_by_request
     from safeladder.verifiers.heads import HeadConfig, fit_head
 
     t0 = time.perf_counter()
     examples = load_examples(args.value_dir / "examples.jsonl")
-    ids = sorted({e.prompt_id for e in examples})
-    random.Random(args.seed).shuffle(ids)  # the split `train_step_value` made
-    held = set(ids[: max(1, round(len(ids) * args.val_fraction))])
-    train = [i for i, e in enumerate(examples) if e.prompt_id not in held]
-    val = [i for i, e in enumerate(examples) if e.prompt_id in held]
+    train, val = split_by_request(examples, args.val_fraction, args.seed)  # the split `value train` made
     val_ex = [examples[i] for i in val]
     items = [(e.request, e.reasoning) for e in val_ex]
     rows: dict[str, dict[str, Any]] = {}
     rows["safety_soft"] = ranking_accuracy(val_ex, [s.score for s in build_value("safety_soft").score(items)])
-    rows["minilm_head"] = ranking_accuracy(val_ex, [s.score for s in StepValueHead(args.value_dir).score(
-        [(r, "<think>\n" + t) for r, t in items])])
+    rows["minilm_head"] = ranking_accuracy(val_ex, [s.score for s in StepValueHead(args.value_dir).score(items)])
     x = hidden_states(args.model, examples, args.batch_size)
     y = torch.tensor([e.target for e in examples])
     for name, hidden in (("hidden_probe (logistic)", 0), ("hidden_probe (MLP 64)", 64)):
         head = fit_head("probe", "prompt", x[train], y[train], x[val], y[val], config=HeadConfig(hidden=hidden), seed=args.seed)
         rows[name] = ranking_accuracy(val_ex, head.predict_proba(x[val]).tolist())
-    lines = [f"{len(examples)} prefixes of {len(ids)} requests ({len(held)} held out: {len(val)} prefixes); "
+    requests, held = {e.prompt_id for e in examples}, {e.prompt_id for e in val_ex}
+    lines = [f"{len(examples)} prefixes of {len(requests)} requests ({len(held)} held out: {len(val)} prefixes); "
              f"mean outcome {float(y.mean()):.2f}", "",
              "| value | AUC, all pairs | AUC, same request and cut | pairs (all / same) |", "|---|---|---|---|"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731

@@ -114,7 +114,7 @@ class SoftSafetyValue:
             if v.status != "ok" or not all(k in d for k in keys):
                 out.append(ValueScore(0.0, False, {"safety": {"score": v.score, "label": v.label, "status": v.status}}))
                 continue
-            s = 0.0 if d.get("degenerate") else soft_safety(*(d[k] for k in keys))
+            s = 0.0 if d.get("degenerate") else soft_safety(**{k: d[k] for k in keys})
             out.append(ValueScore(s, v.label == "Unsafe", {"safety": {"score": v.score, "label": v.label,
                                                                         "status": v.status, "soft": round(s, 4)}}))
         return out
@@ -167,12 +167,14 @@ def build_value(spec: str | Mapping[str, float] | ValueFunction) -> ValueFunctio
         return spec
     if isinstance(spec, Mapping):
         return VerifierValue(spec)
+    factory = VALUE_FUNCTIONS.get(spec)
+    if factory is not None:
+        return factory()
     from safeladder.inference.value_head import StepValueHead, is_step_value_dir
 
     if is_step_value_dir(spec):  # a trained step value (`safeladder value train`)
         return StepValueHead(spec)
-    factory = VALUE_FUNCTIONS.get(spec)
-    return factory() if factory is not None else VerifierValue(parse_weights(spec))
+    return VerifierValue(parse_weights(spec))
 
 
 __all__ = ["VALUE_FUNCTIONS", "SoftSafetyValue", "ValueFunction", "ValueScore", "VerifierValue", "build_value",

@@ -93,6 +93,7 @@ def build_step_value(model: str, directory: str | Path, harmful: int = 120, beni
     from safeladder.train.rl_data import BUILTIN_PROMPTS
 
     settings = settings or StepSettings(step_tokens=24, max_steps=3, answer_tokens=48, temperature=0.8)
+    verifier = build_verifier(judge)  # a bad name fails here, before the model loads
     samples = []
     for task, k in (("harmful", harmful), ("benign", benign)):
         pool = BUILTIN_PROMPTS[task]("train")
@@ -100,7 +101,6 @@ def build_step_value(model: str, directory: str | Path, harmful: int = 120, beni
         samples += pool[:k]
     policy = load_policy(model)
     engine = TransformersEngine(policy.model, policy.tokenizer)
-    verifier = build_verifier(judge)
     examples: list[StepExample] = []
     columns = (TextColumn("step value · sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -118,11 +118,24 @@ def build_step_value(model: str, directory: str | Path, harmful: int = 120, beni
     return train_step_value(examples, directory, seed=seed, meta=meta)
 
 
-def _features(examples: Sequence[StepExample]) -> torch.Tensor:
+def _features(requests: Sequence[str], reasonings: Sequence[str]) -> torch.Tensor:
     from safeladder.verifiers.embeddings import get_embedder
 
-    requests, texts = [e.request for e in examples], [e.reasoning for e in examples]
-    return build_features("pair", requests, texts, encode_inputs(get_embedder(), requests, texts))
+    return build_features("pair", requests, reasonings, encode_inputs(get_embedder(), requests, reasonings))
+
+
+def _example_features(examples: Sequence[StepExample]) -> torch.Tensor:
+    return _features([e.request for e in examples], [e.reasoning for e in examples])
+
+
+def split_by_request(examples: Sequence[StepExample], val_fraction: float = 0.2,
+                     seed: int = 0) -> tuple[list[int], list[int]]:
+    """(train, validation) example indices; a request's prefixes all fall on one side."""
+    ids = sorted({e.prompt_id for e in examples})
+    random.Random(seed).shuffle(ids)
+    held = set(ids[: max(1, round(len(ids) * val_fraction))]) if len(ids) > 1 else set()
+    return ([i for i, e in enumerate(examples) if e.prompt_id not in held],
+            [i for i, e in enumerate(examples) if e.prompt_id in held])
 
 
 def ranking_accuracy(examples: Sequence[StepExample], scores: Sequence[float]) -> dict[str, float]:
@@ -149,19 +162,16 @@ def train_step_value(examples: Sequence[StepExample], directory: str | Path, val
     """
     if not examples:
         raise ConfigError("no step-value examples to train on")
-    ids = sorted({e.prompt_id for e in examples})
-    random.Random(seed).shuffle(ids)
-    held = set(ids[: max(1, round(len(ids) * val_fraction))]) if len(ids) > 1 else set()
-    train = [e for e in examples if e.prompt_id not in held]
-    val = [e for e in examples if e.prompt_id in held]
-    x, y = _features(train), torch.tensor([e.target for e in train])
-    x_val = _features(val) if val else None
+    train_idx, val_idx = split_by_request(examples, val_fraction, seed)
+    train, val = [examples[i] for i in train_idx], [examples[i] for i in val_idx]
+    x, y = _example_features(train), torch.tensor([e.target for e in train])
+    x_val = _example_features(val) if val else None
     y_val = torch.tensor([e.target for e in val]) if val else None
     head = fit_head(HEAD_NAME, "pair", x, y, x_val, y_val, config=config, seed=seed)
     head.meta.update(meta or {})
     directory = Path(directory)
     head.save(directory)
-    report: dict[str, Any] = {"n_train": len(train), "n_val": len(val), "requests": len(ids),
+    report: dict[str, Any] = {"n_train": len(train), "n_val": len(val), "requests": len({e.prompt_id for e in examples}),
                               "mean_target": float(y.mean()), **(meta or {})}
     if val:
         report["head"] = ranking_accuracy(val, head.predict_proba(x_val).tolist())
@@ -209,16 +219,15 @@ class StepValueHead:
             return []
         if final:
             return self.final.score(items, final=True)
-        texts = [(req, reasoning_for_judging(text)) for req, text in items]
-        empty = [not t for _, t in texts]
-        live = [(r, t) for (r, t), e in zip(texts, empty) if not e]
-        probs = iter(self.head.predict_proba(_features([StepExample("", r, t, 0.0, 0) for r, t in live])).tolist()
-                     if live else [])
-        out = []
-        for e in empty:
-            p = 0.5 if e else float(next(probs))  # nothing written yet: no information
-            out.append(ValueScore(p, False, {"step_value": {"score": round(p, 4), "label": "learned", "status": "ok"}}))
-        return out
+        reasonings = [reasoning_for_judging(text) for _, text in items]
+        live = [i for i, r in enumerate(reasonings) if r]
+        probs = [0.5] * len(items)  # nothing written yet: no information
+        if live:
+            x = _features([items[i][0] for i in live], [reasonings[i] for i in live])
+            for i, p in zip(live, self.head.predict_proba(x).tolist()):
+                probs[i] = p
+        return [ValueScore(p, False, {"step_value": {"score": round(p, 4), "label": "learned", "status": "ok"}})
+                for p in probs]
 
     def warm_up(self) -> None:
         self.score([("Hello", "<think>\nHi")])
@@ -226,4 +235,4 @@ class StepValueHead:
 
 
 __all__ = ["StepExample", "StepValueHead", "build_step_value", "collect_examples", "examples_from_turn", "is_step_value_dir",
-           "load_examples", "prefix_cuts", "ranking_accuracy", "save_examples", "train_step_value"]
+           "load_examples", "prefix_cuts", "ranking_accuracy", "save_examples", "split_by_request", "train_step_value"]
