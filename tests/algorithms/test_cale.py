@@ -67,6 +67,21 @@ def test_delta_floor_keeps_good_positive_advantages_up():
     assert out_d[1] == pytest.approx(0.25) and (out_d[:2] >= 0.25).all()
 
 
+def test_floor_ties_never_pushes_an_all_good_group_down():
+    # every response good and equally rewarded: A^task = 0, CALE is the only signal
+    b = batch([2, 2, 2, 2], [10, 20, 60, 70])
+    adv, out, m = run(b, thresholds={"math": 2.0}, beta=1.0)
+    assert torch.equal(adv, torch.zeros(4))
+    assert (out[2:] < 0).all()  # SPEC form: the longer half is pushed down
+    _, tied, mt = run(b, thresholds={"math": 2.0}, beta=1.0, floor_ties=True)
+    assert torch.allclose(tied[:2], out[:2])  # the shorter half is pulled up exactly as before
+    assert torch.equal(tied[2:], torch.zeros(2)) and mt["cale/floored"] == 2.0
+    # a good answer that lost to its group (A^task < 0) keeps the SPEC form
+    b2 = batch([2, 2, 3, 3], [10, 90, 50, 50])
+    adv2, out2, _ = run(b2, thresholds={"math": 2.0}, beta=1.0, floor_ties=True)
+    assert adv2[1] < 0 and out2[1] < adv2[1]
+
+
 def test_no_op_with_fewer_than_two_good_responses():
     b = batch([2, 0, 0, 1], [10, 20, 30, 40])  # one good (τ 2), one near miss
     adv, out, m = run(b, thresholds={"math": 2.0})

@@ -18,6 +18,13 @@ equal-reward groups, removes exactly the groups CALE learns most from — keep i
 `R_i` is the reward the estimator saw (after reward transforms). To judge "good" on one
 verifier's score instead — e.g. when an overlong penalty already lowered long correct answers —
 set `component` to that objective's name.
+
+`floor_ties: true` (not in SPEC §4; off by default) extends the δ floor to good responses whose task
+advantage is 0 — in practice the groups where every response is good and equally rewarded. There
+the SPEC's term pushes the longer half of the good answers *down* (A = −β·ℓ < 0); on a 135M model
+such pushes send probability mass to whatever the judges cannot see (bare declines, one reasoning
+template for every prompt). With the floor, the shorter good answers are still pulled up and the
+longer ones are left alone: the length pressure only ever raises good answers.
 """
 
 from __future__ import annotations
@@ -57,14 +64,15 @@ def good_mask(batch: GroupBatch, thresholds: Mapping[str, float] | None = None,
 def cale(
     adv: torch.Tensor, batch: GroupBatch, *, beta: float = 0.2, clip: float = 2.0, delta: float = 0.0,
     thresholds: Mapping[str, float] | None = None, default_threshold: float | None = None,
-    component: str | None = None, eps: float = 1e-6,
+    component: str | None = None, floor_ties: bool = False, eps: float = 1e-6,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """A_i + A_i^len for the good responses of each group with ≥ 2 of them; others unchanged.
 
     Options: `beta` (β, scale), `clip` (c, bound of the standardised length), `delta` (δ, floor
     for good responses with positive task advantage), `thresholds` (label → τ), `default_threshold`
     (τ for labels not listed; None: such samples are never good), `component` (judge goodness on
-    this objective's score instead of the total reward).
+    this objective's score instead of the total reward), `floor_ties` (also floor good responses
+    with A^task = 0, so no good response is pushed below δ by its length).
     """
     if beta < 0 or clip <= 0:
         raise ConfigError(f"cale: beta must be >= 0 and clip > 0 (got beta={beta}, clip={clip})")
@@ -85,7 +93,7 @@ def cale(
         L = lengths[members]
         ell = (L - L.mean()) / (L.std(unbiased=False) + eps)
         new = task[members] - beta * ell.clamp(-clip, clip)
-        floor = task[members] > 0
+        floor = task[members] >= 0 if floor_ties else task[members] > 0
         floored += int((floor & (new < delta)).sum())
         out[members] = torch.where(floor, new.clamp(min=delta), new)
     metrics: dict[str, float] = {
