@@ -39,3 +39,14 @@ def test_apply_transforms_runs_estimator_when_no_transforms():
     batch = GroupBatch(torch.tensor([0.0, 1.0]), torch.tensor([0, 0]), torch.tensor([5, 9]), ["math", "math"])
     rewards, adv, metrics = apply_transforms(batch.rewards, batch, "grpo", [], [], eps=0.0)
     assert torch.allclose(adv, torch.tensor([-1.0, 1.0])) and metrics == {}
+
+
+def test_floor_transform_keeps_only_what_beat_the_group():
+    batch = GroupBatch(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0, 0, 0, 0]), torch.tensor([5, 5, 5, 5]),
+                       ["math"] * 4)
+    _, grpo, _ = apply_transforms(batch.rewards, batch, "grpo", [], [], eps=0.0)
+    _, adv, metrics = apply_transforms(batch.rewards, batch, "grpo", [], [{"name": "floor"}], eps=0.0)
+    assert torch.equal(adv[2:], grpo[2:]) and torch.equal(adv[:2], torch.zeros(2))
+    assert metrics["floor/raised_share"] == 0.5
+    _, adv_neg, _ = apply_transforms(batch.rewards, batch, "grpo", [], [{"name": "floor", "value": -0.5}], eps=0.0)
+    assert torch.allclose(adv_neg[:2], torch.tensor([-0.5, -0.4472136]), atol=1e-6)

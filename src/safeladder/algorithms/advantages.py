@@ -70,6 +70,17 @@ _BUILTIN = ("safeladder.algorithms.cale", "safeladder.algorithms.constraints")
 ADVANTAGE_TRANSFORMS: Registry[AdvantageTransform] = Registry("advantage transform", _BUILTIN)
 
 
+@ADVANTAGE_TRANSFORMS.register("floor")
+def floor_advantages(adv: torch.Tensor, batch: GroupBatch, *, value: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """A_i ← max(A_i, value). With 0: learn only from samples that beat their group (online
+    rejection-sampling fine-tuning). Negative advantages push probability to outputs the batch
+    never showed; on a small policy judged by weak verifiers that mass can land on what the
+    verifiers cannot see, while a floor only reinforces answers that were sampled and judged.
+    Samples left at 0 cost no training compute (they carry no gradient)."""
+    out = adv.clamp(min=value)
+    return out, {"floor/raised_share": float((adv < value).float().mean()) if len(adv) else 0.0}
+
+
 # (batch, options) -> (rewards (N,), metrics): reward shaping before the estimator (e.g. a
 # Lagrangian penalty −λ·cost, an overlong penalty). May read and update `batch.state`.
 RewardTransform = Callable[..., tuple[torch.Tensor, dict[str, float]]]
