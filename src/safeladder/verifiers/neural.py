@@ -174,8 +174,8 @@ class SafetyVerifier(HeadVerifier):
 
     `soft=True` keeps the verdict's label but scores the turn with `soft_safety` (0 for a
     degenerate or copied-reasoning answer): a graded reward. The step scores (1 / 0.1 / 0.01 / 0)
-    tie most samples of a group and flip on head probabilities near a threshold — at 135M the
-    harmful-content head puts many answers at 0.5–0.8 — so a sampled answer and the greedy one
+    tie most samples of a group and flip on head probabilities near a threshold — on SmolLM2-135M the
+    answers' harmful-content probabilities often sit at 0.5–0.8 — so a sampled answer and the greedy one
     of the same kind can earn 1 and 0. The probability moves smoothly with the answer.
     """
 
