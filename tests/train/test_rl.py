@@ -22,6 +22,10 @@ class Contains7(Verifier):
         return [Verdict(score=float("7" in self.judged_text(it)), label="seven") for it in items]
 
 
+# Supervised replay (PPO-ptx) of a few built-in verified traces.
+_REPLAY = {"coef": 0.5, "batch_size": 4, "max_len": 256, "builtin": {"math": 5, "harmful": 3, "benign": 3}}
+
+
 def _prompts(tmp_path: Path, n: int = 12) -> Path:
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Say a number {i}", "label": "seven"}) + "\n" for i in range(n)))
@@ -62,8 +66,9 @@ def test_rl_raises_a_rule_reward_and_changes_parameters(tmp_path):
     assert [r["phase"] for r in rows] == [0, 0, 0, 1, 1, 1]
 
 
-def test_kill_and_resume_continue_with_the_same_cursor_and_phase(tmp_path):
-    cfg = _config(tmp_path)
+@pytest.mark.parametrize("replay", [None, _REPLAY], ids=["plain", "with_replay"])
+def test_kill_and_resume_continue_with_the_same_cursor_and_phase(tmp_path, replay):
+    cfg = _config(tmp_path, replay=replay)
     full = RLTrainer(cfg.model_copy(update={"output_dir": str(tmp_path / "full")}), reward_computers=_computers())
     full_rows = [full.train_step() for _ in range(4)]
 
@@ -183,3 +188,42 @@ def test_every_rollout_is_logged_with_its_reward_verdicts_and_advantage(tmp_path
     assert all(r["scores"] == {"test_contains_7": r["reward"]} for r in rows)  # no format reward, one verifier
     assert {r["reward"] for r in rows} == {0.0, 1.0}
     assert r["id"].startswith("p") and r["prompt"].startswith("Say a number") and r["label"] == "seven"
+
+
+
+def test_replay_order_depends_only_on_the_step_and_covers_every_trace_once_per_pass(tmp_path):
+    from safeladder.train.replay import ReplayBatches, ReplaySpec
+
+    trainer = RLTrainer(_config(tmp_path), reward_computers=_computers())
+    spec = ReplaySpec.model_validate(_REPLAY)
+    a, b = (ReplayBatches(spec, trainer.tokenizer, trainer.cfg.system_prompt) for _ in range(2))
+    assert len(a.examples) == 11 and a.per_epoch == 2
+    assert [a.indices(s) for s in range(5)] == [b.indices(s) for s in range(5)]
+    first_pass = a.indices(0) + a.indices(1)
+    assert len(set(first_pass)) == 8  # no trace twice within a pass
+    assert a.indices(2) != a.indices(0)  # the next pass is reshuffled
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        ReplayBatches(spec.model_copy(update={"batch_size": 12}), trainer.tokenizer, trainer.cfg.system_prompt)
+
+
+def test_replay_adds_coef_times_the_sft_gradient_even_when_no_rollout_has_signal(tmp_path):
+    from safeladder.train.replay import replay_loss
+
+    cfg = _config(tmp_path, replay=_REPLAY, optim={"lr": 1.0, "warmup_ratio": 0.0, "grad_clip": 1e9})
+    trainer = RLTrainer(cfg, reward_computers=_computers())
+    batch, _ = trainer.collect()
+    batch.advantages = torch.zeros_like(batch.advantages)  # no policy gradient at all (kl_coef 0)
+    trainer.optimizer = torch.optim.SGD([p for p in trainer.model.parameters() if p.requires_grad], lr=1.0)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+    trainer.model.zero_grad()  # the expected update, by hand: −lr · coef · ∇ token-mean NLL
+    replay_loss(trainer.model, trainer.replay.batch(0)).backward()
+    expected = {n: before[n] - 0.5 * p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
+    trainer.model.zero_grad()
+
+    row = trainer.train_on(batch)
+    assert row["train/rows"] == 0 and row["train/replay_nll"] > 0
+    assert len(expected) > 0
+    for n, p in trainer.model.named_parameters():
+        if n in expected:
+            assert torch.allclose(p, expected[n], atol=1e-5), n

@@ -33,6 +33,7 @@ from safeladder.train.metrics import MetricsLog
 from safeladder.train.progress import progress_bar
 from safeladder.train.rl_config import RLConfig
 from safeladder.train.rl_data import MixtureSampler, load_task
+from safeladder.train.replay import ReplayBatches, replay_loss
 from safeladder.verifiers.base import VerifyItem
 from safeladder.verifiers.recipes import RewardComputer, RewardResult, load_recipes
 
@@ -122,6 +123,7 @@ class RLTrainer:
         self.algo_state: dict[str, Any] = {}  # e.g. Lagrange multipliers, saved in checkpoints
         self.policy_loss = POLICY_LOSSES.get(cfg.algorithm.loss)
         self.aggregation = AGGREGATIONS.get(cfg.algorithm.aggregation)
+        self.replay = ReplayBatches(cfg.replay, self.tokenizer, cfg.system_prompt) if cfg.replay else None
 
     # ------------------------------------------------------------------ parts
     def _reference_model(self) -> Any:
@@ -244,7 +246,7 @@ class RLTrainer:
         # The loss is normalised over every kept row ...
         total_units = float(sum(units(torch.tensor(batch.rollouts[i].mask, dtype=torch.float32)[None]) for i in rows))
         rows = rows_with_gradient(rows, batch.advantages, a)  # ... but only these run through the model
-        if not rows:  # no row has a gradient: the loss is exactly 0, nothing to step
+        if not rows and self.replay is None:  # no row has a gradient: the loss is exactly 0, nothing to step
             return {**{f"train/{k}": 0.0 for k in ("loss", "pg_loss", "kl", "drift", "clip_frac", "grad_norm", "rows")},
                     "train/entropy": float("nan"), "train/skipped": 1.0, "lr": self.scheduler.get_last_lr()[0],
                     "time/train_s": 0.0, "train/tokens_per_s": 0.0}
@@ -272,6 +274,8 @@ class RLTrainer:
                 refs = [completion_logprobs(ref_model, tb, temperature)[0] for tb in token_batches]
 
         sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "drift": 0.0, "clip_frac": 0.0, "entropy": 0.0}
+        if self.replay is not None:
+            sums["replay_nll"] = 0.0
         grad_norm = 0.0
         t0 = time.perf_counter()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -299,6 +303,11 @@ class RLTrainer:
                 sums["clip_frac"] += pm.get("clip_frac", 0.0) / len(micro) / a.epochs
                 if entropy is not None:
                     sums["entropy"] += float((entropy * mask).sum() / mask.sum().clamp(min=1)) / len(micro)
+            if self.replay is not None:  # PPO-ptx: coef × SFT loss on verified traces, same optimiser step
+                with autocast(self.model, self.cfg.precision):
+                    nll = replay_loss(self.model, self.replay.batch(self.step))
+                (self.cfg.replay.coef * nll).backward()
+                sums["replay_nll"] += float(nll.detach()) / a.epochs
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip))
             self.optimizer.step()
             self.scheduler.step()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safeladder.format import SYSTEM_PROMPT
 from safeladder.models.loader import ModelSpec
 from safeladder.models.precision import Precision
+from safeladder.train.replay import ReplaySpec
 
 
 class _Strict(BaseModel):
@@ -126,6 +127,7 @@ class RLConfig(_Strict):
     optim: OptimSpec = Field(default_factory=OptimSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     ray: RaySpec | None = None  # set to run rollout workers / verifier pools as Ray actors
+    replay: ReplaySpec | None = None  # supervised replay of verified traces (PPO-ptx); see train/replay.py
     precision: Precision = "auto"
     seed: int = 0
     save_every: int = Field(10, ge=1)
