@@ -96,10 +96,12 @@ def labelled_loss_sum(model: Any, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     SmolLM2 the head is a fifth of the FLOPs of a token while prompts are a third of the
     tokens of a demo batch.
     """
-    labels = enc["labels"]  # (B, T)
+    device = next(model.parameters()).device
+    labels = enc["labels"].to(device)  # (B, T)
     keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T)
     keep[:, :-1] = labels[:, 1:] != IGNORE  # position p predicts label p + 1
-    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], logits_to_keep=keep).logits
+    logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                   logits_to_keep=keep).logits
     targets = labels[:, 1:][keep[:, :-1]]  # (N,), in the row-major order of `keep`
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
 
