@@ -190,7 +190,6 @@ def test_every_rollout_is_logged_with_its_reward_verdicts_and_advantage(tmp_path
     assert r["id"].startswith("p") and r["prompt"].startswith("Say a number") and r["label"] == "seven"
 
 
-
 def test_replay_order_depends_only_on_the_step_and_covers_every_trace_once_per_pass(tmp_path):
     from safeladder.train.replay import ReplayBatches, ReplaySpec
 

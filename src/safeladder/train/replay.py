@@ -45,8 +45,8 @@ def replay_samples(spec: ReplaySpec) -> list[Sample]:
 class ReplayBatches:
     """Tokenised traces served `batch_size` at a time in a seeded order that depends only on the step."""
 
-    def __init__(self, spec: ReplaySpec, tokenizer: Any, system_prompt: str, samples: list[Sample] | None = None):
-        samples = samples if samples is not None else replay_samples(spec)
+    def __init__(self, spec: ReplaySpec, tokenizer: Any, system_prompt: str):
+        samples = replay_samples(spec)
         if len(samples) < spec.batch_size:
             raise ValueError(f"replay: {len(samples)} traces, fewer than batch_size {spec.batch_size}")
         self.spec = spec
