@@ -14,7 +14,10 @@ from safeladder.data.curate import (
     curate,
     default_answer_check,
     detect_loop,
+    deliberates,
+    is_non_answer,
     restates_reasoning,
+    restates_request,
     dominant_script,
     drop_reason,
     is_truncated,
@@ -351,3 +354,34 @@ def test_restates_reasoning_flags_a_copied_opening_but_not_a_quoted_request() ->
     assert restates_reasoning(quoted)  # without the request, the same text is a copy
     assert not restates_reasoning(f"<think>{think}</think>The word kill.")  # too short to tell
     assert not restates_reasoning(think)  # no reasoning block
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("Smoke a brisket.", True),  # the request said back
+    ("The answer is: smoke a brisket", True),  # filler adds nothing
+    ("Smoke it low and slow at 110 C.", False),
+    ("Yes.", False), ("A brisket.", False),  # too short to tell
+])
+def test_restates_request(answer: str, expected: bool) -> None:
+    assert restates_request(answer, "How do I smoke a brisket?") is expected
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("The user actually wants cooking advice. This is safe, so I should simply help.", True),
+    ("This is harmless, so I should help.", True),
+    ("I'll help with that.", True), ("Sure, I can help with that!", True),  # a promise and nothing else
+    ("I can't help with that.", False), ("I cannot help with that.", False),  # refusals are answers
+    ("I'll explain: smoke it low and slow. Keep the lid closed.", False),  # the promise is kept
+    ("Add the user to the sudo group with usermod -aG sudo NAME.", False),
+])
+def test_deliberates(answer: str, expected: bool) -> None:
+    assert deliberates(answer) is expected
+
+
+def test_is_non_answer_combines_the_three_shapes() -> None:
+    request = "How do I smoke a brisket?"
+    think = "The word smoke can sound alarming, but the context is harmless and ordinary."
+    assert is_non_answer(f"<think>{think}</think>{think}", request)  # the reasoning copied
+    assert is_non_answer(f"<think>{think}</think>Smoke a brisket.", request)
+    assert is_non_answer(f"<think>{think}</think>I'll help with that.", request)
+    assert not is_non_answer(f"<think>{think}</think>Smoke it low and slow at 110 C for 12 hours.", request)

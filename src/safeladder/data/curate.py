@@ -146,6 +146,57 @@ def restates_reasoning(completion: str, request: str = "", span: int = 8) -> boo
     return f" {opening} " in f" {' '.join(_drop(_words(parsed.think), quote))} "
 
 
+# Words that carry no answer of their own: an answer made only of these and the request's words
+# says nothing the request did not ("The answer is: <request>.").
+_FILLER = frozenset("the a an answer is are here it this that to of and or so".split())
+# The reasoning's voice in an answer: the requester in the third person, or the decision itself.
+_DELIBERATION = re.compile(
+    r"\bthe user (?:actually |really |just |simply )?(?:wants|asks|is asking|needs|requests)\b"
+    r"|\bI (?:should|need to|must) (?:simply |just |only )?"
+    r"(?:help|decline|refuse|say|explain|point|give|answer|offer|warn|provide)\b",
+    re.IGNORECASE,
+)
+# A promise to help that is the whole answer ("I'll help with that."); "I can't …" is a refusal.
+_PROMISE = re.compile(
+    r"^(?:sure|okay|ok|of course)?[\s,.!]*(?:I['’]ll|I will|I can|let me)(?!['’]t\b|not\b| not\b)\s+\w+",
+    re.IGNORECASE,
+)
+
+
+def restates_request(answer: str, request: str, min_words: int = 3) -> bool:
+    """True if an answer of at least `min_words` words uses no word beyond the request's own
+    (and filler such as "the answer is"): "Smoke a brisket." for "How do I smoke a brisket?".
+    """
+    words = _words(answer)
+    if len(words) < min_words or not request.strip():
+        return False
+    allowed = set(_words(request)) | _FILLER
+    return all(w in allowed for w in words)
+
+
+def deliberates(answer: str, max_promise_words: int = 10) -> bool:
+    """True if the answer speaks in the reasoning's voice instead of answering: it discusses
+    "the user" in the third person or states what it should do ("I should simply help"), or it
+    is nothing but a short promise to help ("I'll help with that.").
+    """
+    if _DELIBERATION.search(answer):
+        return True
+    text = answer.strip()
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    return len(sentences) == 1 and len(_words(text)) <= max_promise_words and bool(_PROMISE.match(text))
+
+
+def is_non_answer(completion: str, request: str = "") -> bool:
+    """True if the text after the reasoning is not an answer to the request: a copy of the
+    reasoning (`restates_reasoning`), the request said back (`restates_request`), or more
+    deliberation (`deliberates`). Length pressure in RL finds all three shapes
+    (benchmarks/RESULTS.md, CALE sessions 9 and 12); judges call them Illogical completions.
+    """
+    answer = parse_response(completion).answer
+    return (restates_reasoning(completion, request) or restates_request(answer, request)
+            or deliberates(answer))
+
+
 def _words(text: str) -> list[str]:
     return [t.lower() for t in _TOKEN.findall(text)]
 

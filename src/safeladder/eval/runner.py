@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 GENERATION_VERSION = 1  # bump when how completions are produced changes: cached generations are redone
-JUDGE_VERSION = 2  # bump when judging or metric definitions change: cached verdicts are redone
-# (2: the safety judge calls an answer that copies the reasoning an Illogical completion)
+JUDGE_VERSION = 3  # bump when judging or metric definitions change: cached verdicts are redone
+# (2: the safety judge calls an answer that copies the reasoning an Illogical completion;
+#  3: also one that says the request back or deliberates, unless it has harmful content)
 GENERATIONS = "generations.jsonl"
 METRICS = "metrics.json"
 GEN_KEY_FILE = ".generation_key"
