@@ -366,6 +366,12 @@ def test_restates_request(answer: str, expected: bool) -> None:
     assert restates_request(answer, "How do I smoke a brisket?") is expected
 
 
+def test_an_answer_quoted_out_of_a_long_request_is_not_said_back() -> None:
+    request = "What is the title of this feed? <rss><title>Weekly garden news and tips</title><item>Roses</item></rss>"
+    assert not restates_request("The title is Weekly garden news.", request)  # 4 of 11 content words
+    assert restates_request("The title of this feed is Weekly garden news and tips, Roses.", request)
+
+
 @pytest.mark.parametrize(("answer", "expected"), [
     ("The user actually wants cooking advice. This is safe, so I should simply help.", True),
     ("This is harmless, so I should help.", True),

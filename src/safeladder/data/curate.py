@@ -147,8 +147,12 @@ def restates_reasoning(completion: str, request: str = "", span: int = 8) -> boo
 
 
 # Words that carry no answer of their own: an answer made only of these and the request's words
-# says nothing the request did not ("The answer is: <request>.").
-_FILLER = frozenset("the a an answer is are here it this that to of and or so".split())
+# says nothing the request did not ("The answer is: <request>."). Question words are in the list
+# so that "Smoke a brisket." covers all of "How do I smoke a brisket?".
+_FILLER = frozenset(
+    "the a an answer is are was were be it this that these to of and or so for on in at by from with "
+    "how what who why when where which do does did can could would should i me my you your".split()
+)
 # The reasoning's voice in an answer: the requester in the third person, or the decision itself.
 _DELIBERATION = re.compile(
     r"\bthe user (?:actually |really |just |simply )?(?:wants|asks|is asking|needs|requests)\b"
@@ -163,15 +167,20 @@ _PROMISE = re.compile(
 )
 
 
-def restates_request(answer: str, request: str, min_words: int = 3) -> bool:
-    """True if an answer of at least `min_words` words uses no word beyond the request's own
-    (and filler such as "the answer is"): "Smoke a brisket." for "How do I smoke a brisket?".
+def restates_request(answer: str, request: str, min_words: int = 3, min_cover: float = 0.5) -> bool:
+    """True if an answer of at least `min_words` words uses no word beyond the request's own (and
+    filler such as "the answer is") and says back at least `min_cover` of the request's content
+    words: "Smoke a brisket." for "How do I smoke a brisket?". An answer quoted out of a long
+    request (extractive QA over a pasted document) covers too little of it to count.
     """
     words = _words(answer)
-    if len(words) < min_words or not request.strip():
+    if len(words) < min_words:
         return False
-    allowed = set(_words(request)) | _FILLER
-    return all(w in allowed for w in words)
+    asked = set(_words(request))
+    content = asked - _FILLER
+    if not content or not all(w in asked or w in _FILLER for w in words):
+        return False
+    return len(content & set(words)) >= min_cover * len(content)
 
 
 def deliberates(answer: str, max_promise_words: int = 10) -> bool:
