@@ -379,6 +379,7 @@ def test_an_answer_quoted_out_of_a_long_request_is_not_said_back() -> None:
     ("I can't help with that.", False), ("I cannot help with that.", False),  # refusals are answers
     ("I'll explain: smoke it low and slow. Keep the lid closed.", False),  # the promise is kept
     ("Add the user to the sudo group with usermod -aG sudo NAME.", False),
+    ("I must warn you: never mix bleach and ammonia.", False), ("The user needs root for this.", False),
 ])
 def test_deliberates(answer: str, expected: bool) -> None:
     assert deliberates(answer) is expected

@@ -155,9 +155,8 @@ _FILLER = frozenset(
 )
 # The reasoning's voice in an answer: the requester in the third person, or the decision itself.
 _DELIBERATION = re.compile(
-    r"\bthe user (?:actually |really |just |simply )?(?:wants|asks|is asking|needs|requests)\b"
-    r"|\bI (?:should|need to|must) (?:simply |just |only )?"
-    r"(?:help|decline|refuse|say|explain|point|give|answer|offer|warn|provide)\b",
+    r"\bthe user (?:actually |really |just |simply )?(?:wants|asks|is asking)\b"
+    r"|\bI should (?:simply |just |only )?(?:help|decline|refuse|answer|give|provide|explain)\b",
     re.IGNORECASE,
 )
 # A promise to help that is the whole answer ("I'll help with that."); "I can't …" is a refusal.
