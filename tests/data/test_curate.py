@@ -376,6 +376,8 @@ def test_an_answer_quoted_out_of_a_long_request_is_not_said_back() -> None:
     ("The user actually wants cooking advice. This is safe, so I should simply help.", True),
     ("This is harmless, so I should help.", True),
     ("I'll help with that.", True), ("Sure, I can help with that!", True),  # a promise and nothing else
+    ("I'll help. I'll explain why and how to use the code.", True),  # promises only
+    ("I can't help with that. I can explain why or how.", False),
     ("I can't help with that.", False), ("I cannot help with that.", False),  # refusals are answers
     ("I'll explain: smoke it low and slow. Keep the lid closed.", False),  # the promise is kept
     ("Add the user to the sudo group with usermod -aG sudo NAME.", False),

@@ -159,7 +159,7 @@ _DELIBERATION = re.compile(
     r"|\bI should (?:simply |just |only )?(?:help|decline|refuse|answer|give|provide|explain)\b",
     re.IGNORECASE,
 )
-# A promise to help that is the whole answer ("I'll help with that."); "I can't …" is a refusal.
+# A promise to help ("I'll help with that."); "I can't …" is a refusal, not a promise.
 _PROMISE = re.compile(
     r"^(?:sure|okay|ok|of course)?[\s,.!]*(?:I['’]ll|I will|I can|let me)(?!['’]t\b|not\b| not\b)\s+\w+",
     re.IGNORECASE,
@@ -182,16 +182,16 @@ def restates_request(answer: str, request: str, min_words: int = 3, min_cover: f
     return len(content & set(words)) >= min_cover * len(content)
 
 
-def deliberates(answer: str, max_promise_words: int = 10) -> bool:
+def deliberates(answer: str, max_promise_words: int = 20) -> bool:
     """True if the answer speaks in the reasoning's voice instead of answering: it discusses
     "the user" in the third person or states what it should do ("I should simply help"), or it
-    is nothing but a short promise to help ("I'll help with that.").
+    is nothing but promises to help ("I'll help. I'll explain why and how.").
     """
     if _DELIBERATION.search(answer):
         return True
-    text = answer.strip()
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
-    return len(sentences) == 1 and len(_words(text)) <= max_promise_words and bool(_PROMISE.match(text))
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
+    return (bool(sentences) and len(_words(answer)) <= max_promise_words
+            and all(_PROMISE.match(s) for s in sentences))
 
 
 def is_non_answer(completion: str, request: str = "") -> bool:
