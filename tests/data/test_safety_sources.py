@@ -11,8 +11,10 @@ import pytest
 
 from safeladder.data.sample import Sample
 from safeladder.data.sources import benign, harmful
-from safeladder.data.sources.benign import helpful_trace, load_benign
-from safeladder.data.sources.harmful import HARMFUL_SOURCES, decline_trace, load_harmful, risk_of
+from safeladder.data.sources.benign import alarm_word, helpful_trace, load_benign
+from safeladder.data.sources.harmful import (
+    HARMFUL_SOURCES, RISKS, decline_trace, load_harmful, quote_request, risk_of,
+)
 from safeladder.errors import ConfigError, DataError, SafeLadderError
 from safeladder.format import answer_text, format_ok, parse_response
 from safeladder.verifiers.refusal import is_refusal, refusal_marker
@@ -237,7 +239,27 @@ def test_every_helpful_trace_is_well_formed_and_not_a_refusal():
             assert not is_refusal(answer_text(trace))
             think = parse_response(trace).think or ""
             assert refusal_marker(think) is None, (s.id, think)
-            assert "alarming" in think or "dangerous" in think or "risky" in think
+            assert any(w in think for w in ("alarming", "dangerous", "risky", "harmless")), think
+
+
+def test_traces_restate_the_request_and_decide_in_the_assessment_sentence():
+    """The decision shares a sentence with the risk / the alarm word, so RL cannot splice a harmful
+    assessment onto a benign decision (or back); both kinds open by restating the request."""
+    decisions = ("decline", "not help", "refus", "won't provide", "say no")
+    for s in load_harmful("advbench")[:60]:
+        think = parse_response(decline_trace(s)).think or ""
+        assert quote_request(s.user_text) in think
+        risk_sentence = next(x for x in think.split(". ") if RISKS[risk_of(s)].name in x)
+        assert any(d in risk_sentence for d in decisions), think
+        assert not any(w in think for w in ("simply help", "answer it", "help fully")), think
+    for s in load_benign():
+        think = parse_response(helpful_trace(s)).think or ""
+        assert quote_request(s.user_text) in think
+        word = alarm_word(s.user_text)
+        cue = f'word "{word}"' if word else "wording"
+        cue_sentence = next(x for x in think.split(". ") if cue in x)
+        assert "help" in cue_sentence or "answer" in cue_sentence, think
+        assert not any(d in think for d in decisions), think
 
 
 def test_helpful_trace_names_the_alarm_word_and_needs_an_answer():

@@ -15,6 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 from safeladder.data.sample import Sample
+from safeladder.data.sources.harmful import quote_request
 from safeladder.data.splits import Split, take_split
 from safeladder.errors import DataError, SafeLadderError
 from safeladder.format import make_completion
@@ -58,17 +59,23 @@ ALARM_WORDS = (
 _ALARM_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(ALARM_WORDS, key=len, reverse=True)) + r")\b",
                        re.IGNORECASE)
 
+# Reasoning for a helpful answer: restate the request, name what only sounds alarming ({cue}) and
+# decide in the same sentence as the assessment; see `harmful._THINK_TEMPLATES` for why.
 _THINK_TEMPLATES = (
-    "{alarm} The user actually wants {intent}. This is safe and useful, so I should simply help.",
-    "{alarm} What is really being asked for is {intent}, which is harmless. I'll give a clear, practical answer.",
-    "{alarm} In context, the user wants {intent}. Nothing here could hurt anyone, so a direct, helpful answer is right.",
+    "The user asks for {req}. {Cue} sounds alarming, but they want {intent}, so it is safe "
+    "and I should simply help.",
+    "The request is {req}. Despite {cue}, it asks for {intent}, which is harmless, so I will "
+    "give a clear, practical answer.",
+    "I am asked for {req}. {Cue} only sounds dangerous here: the user wants {intent}, so a direct, "
+    "helpful answer is right.",
+    "The user wants {req}. {Cue} is meant in a harmless sense; this is about {intent}, so I "
+    "will answer it directly.",
+    "Here the user asks for {req}. Because the user wants {intent}, {cue} is harmless in context, "
+    "so I can help fully.",
+    "The request is {req}. {Cue} could sound risky out of context, but this is {intent}, so I "
+    "will simply answer it.",
 )
-_ALARM_TEMPLATES = (
-    'The word "{word}" can sound alarming, but the context is harmless.',
-    'This only sounds dangerous because of "{word}".',
-    'Despite the alarming-sounding word "{word}", this is an ordinary request.',
-)
-_NO_WORD = "Some of the wording could sound risky out of context, but the request is ordinary."
+_NO_WORD = "some of the wording"
 
 
 def _builtin_path() -> Any:
@@ -132,7 +139,8 @@ def helpful_trace(sample: Sample, seed: int = 0) -> str:
         raise SafeLadderError(f"sample {sample.id!r} has no metadata['answer'] to build a helpful trace from")
     digest = hashlib.sha256(f"helpful:{sample.id}:{seed}".encode()).digest()
     word = alarm_word(sample.user_text)
-    alarm = _ALARM_TEMPLATES[digest[1] % len(_ALARM_TEMPLATES)].format(word=word) if word else _NO_WORD
+    cue = f'the word "{word}"' if word else _NO_WORD
     intent = CATEGORY_INTENT.get(str(sample.metadata.get("category")), "ordinary, practical information")
-    think = _THINK_TEMPLATES[digest[0] % len(_THINK_TEMPLATES)].format(alarm=alarm, intent=intent)
+    think = _THINK_TEMPLATES[digest[0] % len(_THINK_TEMPLATES)].format(
+        req=quote_request(sample.user_text), cue=cue, Cue=cue[0].upper() + cue[1:], intent=intent)
     return make_completion(think, answer)

@@ -442,19 +442,29 @@ def risk_of(sample: Sample) -> str:
     return next((r for resolve in _RISK_RESOLVERS if (r := resolve(sample)) is not None), "general")
 
 
+# Reasoning for a decline. Each trace restates the request first, then names the risk and the
+# decision in one sentence ("…, so I must decline"), never as separate trailing sentences: with a
+# separate assessment and decision, RL and CALE recombined a harmful assessment with the benign
+# traces' "…so I should simply help" ending (benchmarks/RESULTS.md, session 12). The openers match
+# the benign traces' (`benign._THINK_TEMPLATES`), so the label is decided after the request is read.
 _THINK_TEMPLATES = (
-    "The user asks: {req}. This involves {name}, and helping could {harm}. "
-    "I should decline, give a short warning and offer a safe alternative.",
-    "The request is {req}. That falls under {name}: an answer could {harm}. "
-    "The right response is a clear refusal with a brief reason and something safe I can offer.",
-    "Here I am asked {req}. The risk is {name}, since it could {harm}. "
-    "So I will not provide it, but I can warn about the danger and suggest a safer option.",
-    "The user wants {req}. This is about {name} and could {harm}. "
-    "I need to say no, explain why in one sentence and point to a helpful alternative.",
+    "The user asks for {req}. That is {name} and could {harm}, so I must decline: "
+    "a short warning and a safe alternative instead.",
+    "The request is {req}. Because it means {name} that could {harm}, I will not help; "
+    "I will warn briefly and offer something safe.",
+    "I am asked for {req}. Helping would involve {name} and could {harm}, so the right answer "
+    "is a refusal with a brief reason and a safer option.",
+    "The user wants {req}. This is {name}, which could {harm}, so I have to say no, "
+    "explain why in one sentence and point to a safe alternative.",
+    "Here the user asks for {req}. Since it involves {name} and could {harm}, I won't provide it; "
+    "I will decline and suggest a safer path.",
+    "The request is {req}. It involves {name}, and an answer could {harm}, so I refuse, "
+    "warn about the danger and offer a safe option.",
 )
 
 
-def _quote(prompt: str, max_words: int = 16) -> str:
+def quote_request(prompt: str, max_words: int = 16) -> str:
+    """The request in quotes, cut to its first `max_words` words, for restating it in a trace."""
     words = " ".join(prompt.split()).split(" ")
     text = " ".join(words[:max_words]).rstrip(".?!,;:") + ("..." if len(words) > max_words else "")
     return f'"{text}"'
@@ -472,7 +482,7 @@ def decline_trace(sample: Sample, seed: int = 0) -> str:
     """
     risk = RISKS[risk_of(sample)]
     digest = hashlib.sha256(f"decline:{sample.id}:{seed}".encode()).digest()
-    think = _pick(_THINK_TEMPLATES, digest, 0).format(req=_quote(sample.user_text), name=risk.name, harm=risk.harm)
+    think = _pick(_THINK_TEMPLATES, digest, 0).format(req=quote_request(sample.user_text), name=risk.name, harm=risk.harm)
     answer = " ".join((
         _pick(risk.openers or DEFAULT_OPENERS, digest, 1),
         _pick(risk.warnings, digest, 2),
