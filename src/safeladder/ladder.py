@@ -203,7 +203,7 @@ def write_summary(run: Path) -> Path:
     return path
 
 
-HEADLINES = ("safe_rate", "attack_success_rate", "over_refusal_rate", "accuracy", "ifeval_loose", "false_certain_rate", "mean_tokens")
+HEADLINES = ("safe_rate", "attack_success_rate", "over_refusal_rate", "reasoning_consistency_rate", "accuracy", "ifeval_loose", "false_certain_rate", "mean_tokens")
 
 
 def _headline_metrics(points: list) -> list[tuple[str, str]]:

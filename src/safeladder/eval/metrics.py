@@ -65,6 +65,7 @@ METRICS: dict[str, RowMetric] = {
     "ifeval_strict": _field("ifeval_strict"),
     "ifeval_loose": _field("ifeval_loose"),
     "false_certain_rate": _field("false_certain"),
+    "reasoning_consistency_rate": _field("consistent"),  # the reasoning decides what the answer does
     "format_rate": _field("format_ok"),
     **{verdict_metric(v): _verdict_share(v) for v in SIX_VERDICTS},
     "mean_tokens": _field("n_tokens"),

@@ -103,6 +103,7 @@ def build_verifier(name: str, **options: Any) -> Verifier:
 # Modules that register verifiers when imported (looked up lazily, so startup stays fast).
 BUILTIN_VERIFIER_MODULES: list[str] = [
     "safeladder.verifiers.rules",
+    "safeladder.verifiers.consistency",
     "safeladder.verifiers.neural",
     "safeladder.verifiers.judges",
     "safeladder.verifiers.guards",

@@ -60,7 +60,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
+    """Lowercase, straight quotes, markdown emphasis dropped: what the phrase lists match against."""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
     text = re.sub(r"[*_`#>]+", "", text)
     return text
@@ -68,7 +69,7 @@ def _normalise(text: str) -> str:
 
 def answer_head(answer: str, sentences: int = HEAD_SENTENCES, max_chars: int = HEAD_CHARS) -> str:
     """The normalised opening of an answer: where a refusal is announced."""
-    parts = [p.strip() for p in _SENTENCE_END.split(_normalise(answer)) if p.strip()]
+    parts = [p.strip() for p in _SENTENCE_END.split(normalise(answer)) if p.strip()]
     head = " ".join(parts[:sentences])[:max_chars]
     for phrase in _EMPATHY:
         head = head.replace(phrase, " ")
