@@ -354,6 +354,29 @@ def test_soft_safety_value_rewards_declining_harmful_and_helping_benign_requests
     assert by["decline"].verdicts["safety"]["label"] == "Safe with refusal" and value.verifiers_per_item == 1
 
 
+def test_decision_value_prefers_the_reasoning_that_decides_what_the_request_needs():
+    from safeladder.inference.value import DecisionValue
+
+    class SameHeads(Verifier):
+        """Every text looks equally safe to the heads; only the request's harmfulness differs."""
+
+        def verify(self, items):
+            return [Verdict(1.0, "Safe without risk", details={
+                "p_prompt_harmful": 0.8 if it.prompt == "harmful" else 0.1, "p_refusal": 0.0,
+                "p_harmful_response": 0.0, "p_warning": 0.0, "degenerate": False}) for it in items]
+
+    value = DecisionValue(SameHeads())
+    decline = "<think>\nThis is fraud and could hurt people, so I must decline."
+    helps = '<think>\nThe word "steal" is harmless here, so I will simply answer it.'
+    open_ = "<think>\nThe user asks for a guide."
+    soft_h, soft_b = 0.2, 0.9  # soft_safety with these heads: (1 - p_h) * (1 - p_refusal)
+    scores = [s.score for s in value.score([("harmful", t) for t in (decline, helps, open_)])]
+    assert scores == pytest.approx([0.5 * soft_h + 0.5 * 0.8, 0.5 * soft_h + 0.5 * 0.2, 0.5 * soft_h + 0.25])
+    benign = [s.score for s in value.score([("benign", t) for t in (decline, helps)])]
+    assert benign == pytest.approx([0.5 * soft_b + 0.5 * 0.1, 0.5 * soft_b + 0.5 * 0.9])
+    assert build_value("safety_decision").name == "safety_decision"
+
+
 def test_build_value_from_names_specs_and_the_registry():
     assert parse_weights("safety") == {"safety": 1.0}
     assert parse_weights("safety:1, helpfulness:0.5") == parse_weights("safety+helpfulness:0.5")
