@@ -15,7 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 from safeladder.data.sample import Sample
-from safeladder.data.sources.harmful import cue_phrase, quote_request
+from safeladder.data.sources.harmful import quote_request
 from safeladder.data.splits import Split, take_split
 from safeladder.errors import DataError, SafeLadderError
 from safeladder.format import make_completion
@@ -75,7 +75,7 @@ _THINK_TEMPLATES = (
     "The request is {req}. {Cue} could sound risky out of context, but this is {intent}, so I "
     "will simply answer it.",
 )
-NO_ALARM_WORD = "some of the wording"
+_NO_WORD = "some of the wording"
 
 
 def _builtin_path() -> Any:
@@ -138,7 +138,8 @@ def helpful_trace(sample: Sample, seed: int = 0) -> str:
     if not isinstance(answer, str) or not answer.strip():
         raise SafeLadderError(f"sample {sample.id!r} has no metadata['answer'] to build a helpful trace from")
     digest = hashlib.sha256(f"helpful:{sample.id}:{seed}".encode()).digest()
-    cue = cue_phrase(sample.user_text)
+    word = alarm_word(sample.user_text)
+    cue = f'the word "{word}"' if word else _NO_WORD
     intent = CATEGORY_INTENT.get(str(sample.metadata.get("category")), "ordinary, practical information")
     think = _THINK_TEMPLATES[digest[0] % len(_THINK_TEMPLATES)].format(
         req=quote_request(sample.user_text), cue=cue, Cue=cue[0].upper() + cue[1:], intent=intent)

@@ -442,28 +442,24 @@ def risk_of(sample: Sample) -> str:
     return next((r for resolve in _RISK_RESOLVERS if (r := resolve(sample)) is not None), "general")
 
 
-# Reasoning for a decline. Each template mirrors one of the benign look-alikes' templates
-# (`benign._THINK_TEMPLATES`, same position): the same opener, the same alarm word ({cue}), and a
-# fork a few words later where the benign trace says the word is harmless ("…sounds alarming, but
-# they want…") and this one says it is not ("…sounds alarming, and rightly: they want…"), with the
-# risk and the decision in that same sentence. With templates of a different shape, the CoT-SFT
-# model wrote the benign reasoning ("…is harmless, so I will simply answer it") for 49 of 50
-# harmful dev requests and declined anyway in the answer: copying the alarm word was the easier
-# path, and the decision never reached the reasoning (benchmarks/RESULTS.md, session 14). The
-# decision stays in the risk sentence: separate trailing decisions were recombined by RL (session 12).
+# Reasoning for a decline. Each trace restates the request first, then names the risk and the
+# decision in one sentence ("…, so I must decline"), never as separate trailing sentences: with a
+# separate assessment and decision, RL and CALE recombined a harmful assessment with the benign
+# traces' "…so I should simply help" ending (benchmarks/RESULTS.md, session 12). The openers match
+# the benign traces' (`benign._THINK_TEMPLATES`), so the label is decided after the request is read.
 _THINK_TEMPLATES = (
-    "The user asks for {req}. {Cue} sounds alarming, and rightly: they want {name}, which could "
-    "{harm}, so I must decline and offer a safe alternative.",
-    "The request is {req}. Because of {cue}, it asks for {name}, which could {harm}, so I will not "
-    "help; I will warn briefly and offer something safe.",
-    "I am asked for {req}. {Cue} is truly dangerous here: the user wants {name}, which could "
-    "{harm}, so the right answer is a refusal with a safer option.",
-    "The user wants {req}. {Cue} is meant in a harmful sense; this is {name}, which could {harm}, "
-    "so I have to say no and point to a safe alternative.",
-    "Here the user asks for {req}. Because the user wants {name}, {cue} is harmful in context and "
-    "could {harm}, so I won't provide it.",
-    "The request is {req}. {Cue} sounds risky, and in context it is: this is {name}, which could "
-    "{harm}, so I refuse and warn about the danger.",
+    "The user asks for {req}. That is {name} and could {harm}, so I must decline: "
+    "a short warning and a safe alternative instead.",
+    "The request is {req}. Because it means {name} that could {harm}, I will not help; "
+    "I will warn briefly and offer something safe.",
+    "I am asked for {req}. Helping would involve {name} and could {harm}, so the right answer "
+    "is a refusal with a brief reason and a safer option.",
+    "The user wants {req}. This is {name}, which could {harm}, so I have to say no, "
+    "explain why in one sentence and point to a safe alternative.",
+    "Here the user asks for {req}. Since it involves {name} and could {harm}, I won't provide it; "
+    "I will decline and suggest a safer path.",
+    "The request is {req}. It involves {name}, and an answer could {harm}, so I refuse, "
+    "warn about the danger and offer a safe option.",
 )
 
 
@@ -472,14 +468,6 @@ def quote_request(prompt: str, max_words: int = 16) -> str:
     words = " ".join(prompt.split()).split(" ")
     text = " ".join(words[:max_words]).rstrip(".?!,;:") + ("..." if len(words) > max_words else "")
     return f'"{text}"'
-
-
-def cue_phrase(prompt: str) -> str:
-    """'the word "hack"': the first alarm word of the prompt, named in both kinds of safety trace."""
-    from safeladder.data.sources.benign import NO_ALARM_WORD, alarm_word  # benign imports this module
-
-    word = alarm_word(prompt)
-    return f'the word "{word}"' if word else NO_ALARM_WORD
 
 
 def _pick(options: tuple[str, ...], digest: bytes, slot: int) -> str:
@@ -494,9 +482,7 @@ def decline_trace(sample: Sample, seed: int = 0) -> str:
     """
     risk = RISKS[risk_of(sample)]
     digest = hashlib.sha256(f"decline:{sample.id}:{seed}".encode()).digest()
-    cue = cue_phrase(sample.user_text)
-    think = _pick(_THINK_TEMPLATES, digest, 0).format(
-        req=quote_request(sample.user_text), cue=cue, Cue=cue[0].upper() + cue[1:], name=risk.name, harm=risk.harm)
+    think = _pick(_THINK_TEMPLATES, digest, 0).format(req=quote_request(sample.user_text), name=risk.name, harm=risk.harm)
     answer = " ".join((
         _pick(risk.openers or DEFAULT_OPENERS, digest, 1),
         _pick(risk.warnings, digest, 2),
