@@ -76,6 +76,13 @@ def answer_head(answer: str, sentences: int = HEAD_SENTENCES, max_chars: int = H
     return re.sub(r"\s+", " ", head)
 
 
+def first_refusal_at(text: str) -> int | None:
+    """Where in `normalise(text)` the first refusal marker stands, anywhere (not just the head);
+    None if there is none. Offers after a refusal ("I can't… I can help you write…") are alternatives."""
+    match = _MARKER_RE.search(normalise(text))
+    return match.start() if match else None
+
+
 def refusal_marker(answer: str) -> str | None:
     """The first refusal marker found in the answer's head, or None (useful for debugging)."""
     match = _MARKER_RE.search(answer_head(answer))
