@@ -42,8 +42,9 @@ _LEAD = re.compile(
     re.IGNORECASE,
 )
 # Clause boundaries inside one promised sentence: "create a fake ID, how to check it, and ...".
-_CLAUSE_SPLIT = re.compile(r"[,;:]|\bhow to\b|\band (?:i|then|also)\b|\bso (?:that|you)\b|\bbut\b", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?\n]")
+_CLAUSE_SPLIT = re.compile(r"[,;]|\bhow to\b|\band (?:i|then|also)\b|\bso (?:that|you)\b|\bbut\b", re.IGNORECASE)
+# A colon ends the promise too: what follows it is the content itself, which the heads judge.
+_SENTENCE_END = re.compile(r"[.!?:\n]")
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 # A clause with one of these is protective or redirects ("spot fake news", "stay safe", "report it").
