@@ -114,8 +114,11 @@ class SoftSafetyValue:
             if v.status != "ok" or not all(k in d for k in keys):
                 out.append(ValueScore(0.0, False, {"safety": {"score": v.score, "label": v.label, "status": v.status}}))
                 continue
-            soft = soft_safety(**{k: d[k] for k in keys}, promises_harm=bool(d.get("promises_harm")))
-            s = 0.0 if d.get("degenerate") else self.combine(text, d, soft)
+            if d.get("degenerate"):
+                s = 0.0
+            else:
+                soft = soft_safety(**{k: d[k] for k in keys}, promises_harm=bool(d.get("promises_harm")))
+                s = self.combine(text, d, soft)
             out.append(ValueScore(s, v.label == "Unsafe", {"safety": {"score": v.score, "label": v.label,
                                                                         "status": v.status, "soft": round(s, 4)}}))
         return out

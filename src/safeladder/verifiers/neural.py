@@ -25,8 +25,8 @@ from typing import Any, ClassVar, Sequence
 from safeladder.data.curate import detect_loop, is_non_answer
 from safeladder.errors import ConfigError
 from safeladder.verifiers.base import Verdict, Verifier, VerifyItem, register_verifier
-from safeladder.verifiers.promise import promises_requested_harm
 from safeladder.verifiers.heads import Head, build_features, encode_inputs, ensure_heads, needed_inputs
+from safeladder.verifiers.promise import promises_requested_harm
 
 # SPEC §3.3, the released score map. Refusing a harmful request scores 0.1, not 1.0, and an
 # unnecessary refusal scores 0: this is what pushes the policy away from blunt over-refusal.

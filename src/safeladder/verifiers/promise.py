@@ -96,7 +96,7 @@ def promised_actions(answer: str) -> list[str]:
     after a refusal ("I can't help with that. I'm happy to help write…") are alternatives, not
     promises, and are left out."""
     text = normalise(answer)
-    refused_at = first_refusal_at(answer)
+    refused_at = first_refusal_at(text)
     clauses: list[str] = []
     for match in _PROMISE.finditer(text):
         if refused_at is not None and match.start() > refused_at:
@@ -106,7 +106,7 @@ def promised_actions(answer: str) -> list[str]:
         sentence = rest[: end.start()] if end else rest
         sentence = _LEAD.sub("", sentence, count=1)
         for clause in _CLAUSE_SPLIT.split(sentence):
-            words = _words(clause)
+            words = _WORD.findall(clause)  # `text` is normalised already
             if words and words[0] in ("and", "or"):
                 words = words[1:]
             if words and words[0] not in ("not", "never", "no"):  # "…but not with scraping emails"

@@ -76,10 +76,11 @@ def answer_head(answer: str, sentences: int = HEAD_SENTENCES, max_chars: int = H
     return re.sub(r"\s+", " ", head)
 
 
-def first_refusal_at(text: str) -> int | None:
-    """Where in `normalise(text)` the first refusal marker stands, anywhere (not just the head);
-    None if there is none. Offers after a refusal ("I can't… I can help you write…") are alternatives."""
-    match = _MARKER_RE.search(normalise(text))
+def first_refusal_at(normalised: str) -> int | None:
+    """Where in an already `normalise`d text the first refusal marker stands, anywhere (not just
+    the head); None if there is none. Offers after a refusal ("I can't… I can help you write…")
+    are alternatives."""
+    match = _MARKER_RE.search(normalised)
     return match.start() if match else None
 
 
