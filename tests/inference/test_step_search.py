@@ -370,11 +370,31 @@ def test_decision_value_prefers_the_reasoning_that_decides_what_the_request_need
     helps = '<think>\nThe word "steal" is harmless here, so I will simply answer it.'
     open_ = "<think>\nThe user asks for a guide."
     soft_h, soft_b = 0.2, 0.9  # soft_safety with these heads: (1 - p_h) * (1 - p_refusal)
+    c_h, c_b = 0.6 / 2, 0.8 / 2  # half the prompt head's confidence |2 p_h - 1|
     scores = [s.score for s in value.score([("harmful", t) for t in (decline, helps, open_)])]
-    assert scores == pytest.approx([0.5 * soft_h + 0.5 * 0.8, 0.5 * soft_h + 0.5 * 0.2, 0.5 * soft_h + 0.25])
+    assert scores == pytest.approx([(1 - c_h) * soft_h + c_h * 0.8, (1 - c_h) * soft_h + c_h * 0.2,
+                                    (1 - c_h) * soft_h + c_h * 0.5])
+    assert scores[0] > scores[2] > scores[1]  # deciding to decline a harmful request is worth most
     benign = [s.score for s in value.score([("benign", t) for t in (decline, helps)])]
-    assert benign == pytest.approx([0.5 * soft_b + 0.5 * 0.1, 0.5 * soft_b + 0.5 * 0.9])
+    assert benign == pytest.approx([(1 - c_b) * soft_b + c_b * 0.1, (1 - c_b) * soft_b + c_b * 0.9])
     assert build_value("safety_decision").name == "safety_decision"
+
+
+def test_decision_value_leaves_a_request_the_prompt_head_cannot_place_to_the_soft_safety():
+    """At p_h = 0.5 the stated decision adds nothing: a look-alike is not steered towards declining."""
+    from safeladder.inference.value import DecisionValue
+
+    class Unsure(Verifier):
+        def verify(self, items):
+            return [Verdict(1.0, "Safe without risk", details={
+                "p_prompt_harmful": 0.5, "p_refusal": 0.0, "p_harmful_response": 0.0, "p_warning": 0.0,
+                "degenerate": False}) for _ in items]
+
+    value = DecisionValue(Unsure())
+    texts = ("<think>\nThis is fraud and could hurt people, so I must decline.",
+             '<think>\nThe word "steal" is harmless here, so I will simply answer it.')
+    decline, helps = (s.score for s in value.score([("q", t) for t in texts]))
+    assert decline == pytest.approx(helps) == pytest.approx(0.5)  # soft_safety = (1 - 0.5) * (1 - 0)
 
 
 def test_build_value_from_names_specs_and_the_registry():

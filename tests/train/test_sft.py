@@ -139,3 +139,22 @@ def test_labelled_loss_skips_prompt_logits_without_changing_the_loss(tmp_path):
     predicting_a_label = int((enc["labels"][:, 1:] != -100).sum())
     assert seen == [predicting_a_label, enc["input_ids"].numel()]  # the head skipped prompts and padding
     assert torch.allclose(fast, full, rtol=1e-5), (fast, full)
+
+
+def test_judgement_first_opens_only_the_safety_reasoning_with_its_verdict(tmp_path):
+    """`data.judgement_first`: harmful traces think "Harmful request. …", benign look-alikes
+    "Harmless request. …", arithmetic is untouched; the rest of each trace is unchanged."""
+    from safeladder.format import parse_response
+    from safeladder.train.sft import build_dataset
+
+    counts = {"math": 4, "harmful": 6, "benign": 6}
+    plain = builtin_traces(counts)
+    cfg = _cfg(tmp_path, data={"builtin": counts, "judgement_first": True})
+    judged = build_dataset(cfg)
+    assert [s.id for s in judged] == [s.id for s in plain]
+    expected_opening = {"safety": "Harmful request.", "benign": "Harmless request.", "math": ""}
+    for before, after in zip(plain, judged):
+        opening = expected_opening[before.label]
+        think_before, think_after = parse_response(before.response).think, parse_response(after.response).think
+        assert think_after == (f"{opening} {think_before}" if opening else think_before), after.response
+        assert parse_response(after.response).answer == parse_response(before.response).answer

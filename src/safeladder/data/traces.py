@@ -12,12 +12,22 @@ from typing import Callable
 
 from safeladder.data.sample import Sample
 from safeladder.data.splits import Split
+from safeladder.format import THINK_OPEN
 
 
 @dataclass(frozen=True)
 class TraceTask:
     load: Callable[[Split], list[Sample]]
     trace: Callable[[Sample, int], str]
+    judgement: str | None = None  # the reasoning's first words with `judgement_first`
+
+
+def open_with_judgement(completion: str, judgement: str) -> str:
+    """`<think>\nX…` -> `<think>\n{judgement} X…`: the reasoning states its verdict first."""
+    head = f"{THINK_OPEN}\n"
+    if not completion.startswith(head):
+        raise ValueError(f"trace does not open with {head!r}: {completion[:40]!r}")
+    return f"{head}{judgement} {completion[len(head):]}"
 
 
 def _math_task() -> TraceTask:
@@ -29,13 +39,13 @@ def _math_task() -> TraceTask:
 def _harmful_task() -> TraceTask:
     from safeladder.data.sources.harmful import decline_trace, load_harmful
 
-    return TraceTask(load=lambda split: load_harmful("all", split), trace=decline_trace)
+    return TraceTask(load=lambda split: load_harmful("all", split), trace=decline_trace, judgement="Harmful request.")
 
 
 def _benign_task() -> TraceTask:
     from safeladder.data.sources.benign import helpful_trace, load_benign
 
-    return TraceTask(load=lambda split: load_benign(split), trace=helpful_trace)
+    return TraceTask(load=lambda split: load_benign(split), trace=helpful_trace, judgement="Harmless request.")
 
 
 # Task name -> factory (lazy, so that a missing optional data package only matters if used).
@@ -46,8 +56,16 @@ TRACE_TASKS: dict[str, Callable[[], TraceTask]] = {
 }
 
 
-def builtin_traces(counts: dict[str, int], split: Split = "train", seed: int = 0) -> list[Sample]:
+def builtin_traces(counts: dict[str, int], split: Split = "train", seed: int = 0,
+                   judgement_first: bool = False) -> list[Sample]:
     """`counts[task]` samples of each task's split, each with its verified trace as `response`.
+
+    `judgement_first` opens the reasoning of the safety traces with their verdict ("Harmful
+    request." / "Harmless request."), so a model trained on them decides in its first reasoning
+    words, where a value can read the decision (step search with `safety_decision`). Without it the
+    shipped SFT model wrote the benign reasoning for 49 of 50 harmful dev requests and declined
+    only in the answer (benchmarks/RESULTS.md, session 14); with it M³-RL lost arithmetic, so it
+    is off by default.
 
     Samples are taken in a seeded order, so the same counts and seed give the same data. A
     count above the split's size cycles through the prompts again, each pass with the next
@@ -69,5 +87,9 @@ def builtin_traces(counts: dict[str, int], split: Split = "train", seed: int = 0
             continue
         passes = -(-n // len(pool))  # ceil
         picked = [(s, seed + p) for p in range(passes) for s in pool][:n]
-        out += [s.model_copy(update={"response": task.trace(s, trace_seed)}) for s, trace_seed in picked]
+        for s, trace_seed in picked:
+            response = task.trace(s, trace_seed)
+            if judgement_first and task.judgement:
+                response = open_with_judgement(response, task.judgement)
+            out.append(s.model_copy(update={"response": response}))
     return out

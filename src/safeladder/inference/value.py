@@ -135,10 +135,18 @@ class DecisionValue(SoftSafetyValue):
     """`safety_soft` plus whether the reasoning has decided what the request needs (SPEC §6).
 
     `safety_soft` reads the reasoning as if it were an answer, so "…harmless, so I will simply
-    answer it" looks as safe as "…this is fraud, so I must decline". This value averages it with
-    the fit of the decision the reasoning states so far (`verifiers.consistency.reasoning_decision`)
-    to the request's harmfulness p_h from the prompt head: decline → p_h, help → 1 − p_h, no
-    decision yet → 0.5. Same single verifier call per item as `safety_soft`.
+    answer it" looks as safe as "…this is fraud, so I must decline". This value adds the fit of the
+    decision the reasoning states so far (`verifiers.consistency.reasoning_decision`) to the
+    request's harmfulness p_h from the prompt head: decline → p_h, help → 1 − p_h, no decision yet
+    → 0.5. The fit counts only as far as the prompt head is sure, c = |2·p_h − 1|:
+
+        value = (1 − c/2) · soft + (c/2) · fit
+
+    so a clear request (p_h 0.02 or 0.98) weighs the decision as much as `safety_soft`, and a
+    look-alike the head cannot place (p_h ≈ 0.5: "break into the tech industry") is left to
+    `safety_soft` alone. With an unweighted average (c = 1 everywhere), step search declined 4
+    of 34 benign look-alikes vs Best-of-N's 0 (benchmarks/RESULTS.md, session 15). Same single
+    verifier call per item as `safety_soft`.
     """
 
     name = "safety_decision"
@@ -149,7 +157,8 @@ class DecisionValue(SoftSafetyValue):
         p_h = float(details["p_prompt_harmful"])
         decision = reasoning_decision(reasoning_for_judging(text))
         fit = {"decline": p_h, "help": 1.0 - p_h, None: 0.5}[decision]
-        return 0.5 * soft + 0.5 * fit
+        half_confidence = abs(2.0 * p_h - 1.0) / 2.0
+        return (1.0 - half_confidence) * soft + half_confidence * fit
 
 
 ValueFactory = Callable[[], ValueFunction]

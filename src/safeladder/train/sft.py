@@ -42,6 +42,9 @@ class SFTData(BaseModel):
     builtin: dict[str, int] = Field(default_factory=lambda: {"math": 480, "harmful": 240, "benign": 120})
     files: list[DataFile] = Field(default_factory=list)
     seed: int = 0
+    # Safety traces open their reasoning with the verdict ("Harmful request." / "Harmless request.");
+    # see `builtin_traces`.
+    judgement_first: bool = False
 
 
 class SFTConfig(BaseModel):
@@ -76,7 +79,8 @@ def build_dataset(cfg: SFTConfig) -> list[Sample]:
     """Built-in traces plus curated user files; every sample has `response` set."""
     from safeladder.data.traces import builtin_traces
 
-    samples = builtin_traces(cfg.data.builtin, split="train", seed=cfg.data.seed)
+    samples = builtin_traces(cfg.data.builtin, split="train", seed=cfg.data.seed,
+                             judgement_first=cfg.data.judgement_first)
     for f in cfg.data.files:
         from safeladder.data.curate import curate
         from safeladder.data.loaders import load_samples
