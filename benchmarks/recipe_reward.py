@@ -26,12 +26,10 @@ LABELS = {"harmful": "safety", "benign_lookalikes": "benign", "arithmetic": "mat
 
 def recipe_rewards(eval_dir: Path, recipe: str) -> dict[str, float]:
     """Mean reward per benchmark of one evaluation directory, plus "mean" over the benchmarks."""
-    from safeladder.configs import preset_path
     from safeladder.verifiers.base import VerifyItem
-    from safeladder.verifiers.recipes import RewardComputer
+    from safeladder.verifiers.recipes import RewardComputer, recipe_path
 
-    path = Path(recipe) if Path(recipe).exists() else preset_path(recipe)
-    computer = RewardComputer.from_path(path)
+    computer = RewardComputer.from_path(recipe_path(recipe))
     out: dict[str, float] = {}
     for bench, label in LABELS.items():
         gen = eval_dir / bench / "generations.jsonl"

@@ -35,20 +35,13 @@ from safeladder.train.rl_config import RLConfig
 from safeladder.train.rl_data import MixtureSampler, load_task
 from safeladder.train.replay import ReplayBatches, replay_loss
 from safeladder.verifiers.base import VerifyItem
-from safeladder.verifiers.recipes import RewardComputer, RewardResult, load_recipes
+from safeladder.verifiers.recipes import RewardComputer, RewardResult, load_recipes, recipe_path
 
 # How each aggregation weighs a micro-batch's share of the full batch (so accumulation is exact).
 _AGG_UNITS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "token-mean": lambda mask: mask.sum(),
     "seq-mean-token-mean": lambda mask: (mask.sum(-1) > 0).sum(),
 }
-
-
-def _recipe_path(name: str) -> Path:
-    from safeladder.configs import preset_path
-
-    p = Path(name)
-    return p if p.suffix in (".yaml", ".yml") or p.exists() else preset_path(name)
 
 
 def rows_with_gradient(rows: list[int], advantages: torch.Tensor, algorithm: Any) -> list[int]:
@@ -143,7 +136,7 @@ class RLTrainer:
 
     def reward_computer(self, recipe: str) -> RewardComputer:
         if recipe not in self._computers:
-            self._computers[recipe] = RewardComputer(load_recipes(_recipe_path(recipe)))
+            self._computers[recipe] = RewardComputer(load_recipes(recipe_path(recipe)))
         return self._computers[recipe]
 
     # ------------------------------------------------------------------ one step

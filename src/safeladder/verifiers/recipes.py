@@ -94,6 +94,14 @@ def load_recipes(path: str | Path, overrides: dict[str, Any] | None = None) -> R
     return load_config(path, RecipeConfig, overrides)
 
 
+def recipe_path(name: str | Path) -> Path:
+    """A recipes YAML path as given, or a built-in preset by name (e.g. "recipes_release")."""
+    from safeladder.configs import preset_path
+
+    p = Path(name)
+    return p if p.suffix in (".yaml", ".yml") or p.exists() else preset_path(str(name))
+
+
 def release_recipes_path() -> Path:
     """The released recipes (SPEC §3.2) mapped onto the CPU verifiers; shipped as package data."""
     from safeladder.configs import preset_path
