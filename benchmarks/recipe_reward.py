@@ -15,7 +15,6 @@ cached (`make install` builds them).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +25,7 @@ LABELS = {"harmful": "safety", "benign_lookalikes": "benign", "arithmetic": "mat
 
 def recipe_rewards(eval_dir: Path, recipe: str) -> dict[str, float]:
     """Mean reward per benchmark of one evaluation directory, plus "mean" over the benchmarks."""
+    from safeladder.data.loaders import read_jsonl
     from safeladder.verifiers.base import VerifyItem
     from safeladder.verifiers.recipes import RewardComputer, recipe_path
 
@@ -35,7 +35,7 @@ def recipe_rewards(eval_dir: Path, recipe: str) -> dict[str, float]:
         gen = eval_dir / bench / "generations.jsonl"
         if not gen.exists():
             continue
-        rows = [json.loads(line) for line in gen.read_text().splitlines() if line.strip()]
+        rows = [row for _, row in read_jsonl(gen)]  # a bad line is a DataError naming file:line
         items = [VerifyItem(prompt=r["prompt"], response=r["completion"], reference=r.get("reference"), label=label)
                  for r in rows]
         rewards = computer.compute(items).rewards
