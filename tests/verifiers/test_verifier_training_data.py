@@ -97,3 +97,37 @@ def test_sets_are_deterministic(sets):
 def test_unknown_set_is_an_error():
     with pytest.raises(td.SafeLadderError, match="unknown head"):
         td.build_set("nope")
+
+
+def test_refusals_that_comply_anyway_are_harmful_and_open_with_a_refusal(sets):
+    relent = [e for e in sets["response_harmful"] if e.source == "synthetic-relent"]
+    assert len(relent) > 100 and all(e.label == 1 for e in relent)
+    for e in relent:
+        assert is_refusal(e.text[1].split(". ")[0] + "."), e.text  # the opener alone reads as a refusal
+    # only requests that got no plain compliance answer, so no request teaches both shapes
+    complied = {e.group for e in sets["response_harmful"] if e.source == "synthetic-compliance"}
+    assert not complied & {e.group for e in relent}
+
+
+def test_hand_labels_are_human_rows_split_by_their_request(sets):
+    hand = [e for e in sets["response_harmful"] if e.source == "hand-model-answers"]
+    rows = td.hand_labels()
+    assert len(hand) == len(rows) and all(e.human for e in hand)
+    assert {e.label for e in hand} == {0, 1} and all(e.weight == td.HARD_NEGATIVE_WEIGHT for e in hand)
+    ids = {s.id for s in load_harmful("all")}
+    assert all(r.prompt_id in ids for r in rows)  # every request is a known harmful sample …
+    assert all(e.split == split_of(e.group) for e in hand)  # … and the answer follows its split
+    # labelled refusals that name the topic are the hard negatives
+    assert sum(1 for r in rows if r.harmful == 0 and is_refusal(r.answer)) >= 20
+
+
+@pytest.mark.parametrize("row, field", [
+    ('{"id": "x", "prompt_id": "p", "prompt": "q", "answer": "a"}', "harmful"),
+    ('{"id": "x", "prompt_id": "p", "prompt": "q", "answer": "a", "harmful": 2}', "harmful"),
+    ('{"id": "x", "prompt_id": "p", "prompt": 3, "answer": "a", "harmful": 1}', "prompt"),
+])
+def test_a_bad_hand_label_row_names_file_line_and_field(tmp_path, row, field):
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"id": "ok", "prompt_id": "p", "prompt": "q", "answer": "a", "harmful": 0}\n' + row + "\n")
+    with pytest.raises(td.DataError, match=rf"labels.jsonl:2: {field}: expected"):
+        td.hand_labels.__wrapped__(path)

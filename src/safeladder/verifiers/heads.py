@@ -49,7 +49,7 @@ from safeladder.cpu import torch_threads
 from safeladder.verifiers.embeddings import Embedder, Span, encode_with_store, encoder_tag
 
 InputKind = Literal["prompt", "response", "pair"]  # what a head reads (see training_data.HEAD_SETS)
-HEADS_VERSION = 5  # bump when features, data or training change: stored heads are then rebuilt
+HEADS_VERSION = 6  # bump when features, data or training change: stored heads are then rebuilt
 HEADS_SUBDIR = "verifier_heads"
 
 

