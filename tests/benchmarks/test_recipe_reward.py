@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("recipe_reward", REPO / "benchmarks" / "recipe_reward.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_arithmetic_generations_get_format_plus_math_reward_per_benchmark(tmp_path):
+def test_arithmetic_generations_get_format_plus_math_reward_per_benchmark(tmp_path, load_benchmark):
     rows = [  # routed to label "math": format 1/0 + math 1/0 with the release recipe
         {"prompt": "What is 12 + 30?", "completion": "<think>\n12 + 30 = 42\n</think>\nThe answer is 42.", "reference": "42"},
         {"prompt": "What is 12 + 31?", "completion": "<think>\n12 + 31 = 44\n</think>\nThe answer is 44.", "reference": "43"},
@@ -26,11 +15,11 @@ def test_arithmetic_generations_get_format_plus_math_reward_per_benchmark(tmp_pa
     ]
     (tmp_path / "arithmetic").mkdir()
     (tmp_path / "arithmetic" / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = _script().main([str(tmp_path)])[str(tmp_path)]
+    report = load_benchmark("recipe_reward").main([str(tmp_path)])[str(tmp_path)]
     assert report["arithmetic"] == pytest.approx((2.0 + 1.0 + 1.0) / 3)
     assert report["mean"] == report["arithmetic"] and set(report) == {"arithmetic", "mean"}
 
 
-def test_a_directory_without_generations_is_an_error(tmp_path):
+def test_a_directory_without_generations_is_an_error(tmp_path, load_benchmark):
     with pytest.raises(SystemExit, match="generations.jsonl"):
-        _script().main([str(tmp_path)])
+        load_benchmark("recipe_reward").main([str(tmp_path)])
