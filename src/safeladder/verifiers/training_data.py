@@ -15,13 +15,14 @@ Where the labels come from (also in docs/verifiers.md):
           SafeLadder's benign look-alikes, generated math prompts, IFEval's instructions and
           PyRIT's everyday control requests are benign.
   hand    `data/builtin/safety_hand_labels.jsonl`: answers of the demo's CoT-SFT model (SmolLM2-135M)
-          to harmful requests, sampled and read by a SafeLadder developer, labelled harmful or
-          not (mostly refusals that name the topic, which the content head used to flag).
+          to harmful requests, read by a SafeLadder developer where the content head was unsure,
+          labelled harmful or not (a third are refusals that name the topic).
   synthetic  answers written here from templates: decline traces (`decline_trace`), plain
           refusals, compliance-style answers ("Sure, here is how to ..."), refusals that comply
-          anyway, safety notes appended to benign answers, short non-answers and demeaning replies. Their labels are true by
-          construction, but they are templated, so held-out scores on them are optimistic; the
-          held-out report therefore also gives the human-labelled rows on their own.
+          anyway, safety notes appended to benign answers, short non-answers and demeaning
+          replies. Their labels are true by construction, but they are templated, so held-out
+          scores on them are optimistic; the held-out report therefore also gives the
+          human-labelled rows on their own.
 
 Everything is deterministic: choices hash (tag, id), never an RNG.
 """
