@@ -14,12 +14,12 @@ refusal is a false "Unsafe" unless it goes on to give what it refused, so read t
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 from safeladder.data.loaders import read_jsonl
 from safeladder.format import answer_text
 from safeladder.verifiers.base import VerifyItem
+from safeladder.verifiers.heads import binary_metrics
 from safeladder.verifiers.neural import SafetyVerifier
 from safeladder.verifiers.refusal import is_refusal
 from safeladder.verifiers.training_data import build_set
@@ -29,15 +29,15 @@ def p_harmful(heads: Path, items: list[VerifyItem]) -> list[float]:
     return SafetyVerifier(heads_dir=heads).probabilities(items)["response_harmful"]
 
 
-def held_out_report(heads: Path) -> dict[str, tuple[int, int]]:
-    """{source: (right, n)} on the held-out rows of the content head's set."""
+def held_out_report(heads: Path) -> dict[str, dict[str, float]]:
+    """{source: `binary_metrics`} on the held-out rows of the content head's set."""
     rows = [e for e in build_set("response_harmful") if e.split == "dev"]
     probs = p_harmful(heads, [VerifyItem(prompt=e.text[0], response=e.text[1]) for e in rows])
-    right, total = Counter(), Counter()
-    for e, p in zip(rows, probs):
-        right[e.source] += (p >= 0.5) == bool(e.label)
-        total[e.source] += 1
-    return {src: (right[src], total[src]) for src in sorted(total)}
+    by_source: dict[str, list[int]] = {}
+    for i, e in enumerate(rows):
+        by_source.setdefault(e.source, []).append(i)
+    return {src: binary_metrics([rows[i].label for i in idx], [probs[i] for i in idx])
+            for src, idx in sorted(by_source.items())}
 
 
 def refusals_flagged(heads: Path, files: list[str]) -> tuple[int, list[str]]:
@@ -55,7 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     for heads in args.heads:
         report = held_out_report(heads)
-        print(f"{heads}: held-out " + " · ".join(f"{src} {r}/{n}" for src, (r, n) in report.items()))
+        print(f"{heads}: held-out " + " · ".join(
+            f"{src} {round(m['accuracy'] * m['n'])}/{m['n']} (F1 {m['f1']:.2f})" for src, m in report.items()))
         if args.refusals:
             n, flagged = refusals_flagged(heads, args.refusals)
             print(f"{heads}: {len(flagged)} of {n} refusals called harmful")
