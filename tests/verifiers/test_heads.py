@@ -231,3 +231,19 @@ def test_a_shipped_head_for_other_data_is_not_installed(tmp_path):
     (source / "prompt_harmful.json").write_text(json.dumps(meta))
     assert not heads_mod.install_pretrained("prompt_harmful", tmp_path / "heads", source)
     assert not (tmp_path / "heads" / "prompt_harmful.json").exists()
+
+
+def test_a_cached_head_trained_on_other_data_than_the_shipped_one_is_replaced(tmp_path, monkeypatch):
+    """Same version and encoder, another data hash: the cache is stale, the shipped head goes in."""
+    monkeypatch.setattr(heads_mod, "train_heads", lambda d, names: pytest.fail(f"trained {names}"))
+    cache = tmp_path / "heads"
+    ensure_heads(["prompt_harmful"], cache)
+    meta = json.loads((cache / "prompt_harmful.json").read_text())
+    assert heads_mod._is_current(cache, "prompt_harmful")
+    meta["data_hash"] = "0" * 16  # as if trained before the data changed
+    (cache / "prompt_harmful.json").write_text(json.dumps(meta))
+    (cache / "prompt_harmful.safetensors").write_bytes(b"stale")
+    assert not heads_mod._is_current(cache, "prompt_harmful")
+    ensure_heads(["prompt_harmful"], cache)
+    shipped = heads_mod.PRETRAINED_DIR / "prompt_harmful.safetensors"
+    assert (cache / "prompt_harmful.safetensors").read_bytes() == shipped.read_bytes()

@@ -437,12 +437,25 @@ def install_pretrained(name: str, directory: Path, source: Path = PRETRAINED_DIR
     return True
 
 
-def _is_current(directory: Path, name: str) -> bool:
+def _meta(directory: Path, name: str) -> dict[str, Any] | None:
+    """A stored head's metadata, or None when the head is missing or its .json unreadable."""
     meta = directory / f"{name}.json"
     if not meta.is_file() or not (directory / f"{name}.safetensors").is_file():
-        return False
+        return None
     try:
-        meta_json = json.loads(meta.read_text(encoding="utf-8"))
+        return json.loads(meta.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
+        return None
+
+
+def _is_current(directory: Path, name: str) -> bool:
+    """Stored for this HEADS_VERSION and encoder, and (when the package ships a head of that name,
+    version and encoder) trained on the same data as the shipped one. The shipped heads are kept
+    current by a test, so a data hash that differs from theirs marks a cached head trained on older
+    data: one head's data can change without a global version bump."""
+    meta = _meta(directory, name)
+    if meta is None or meta.get("version") != HEADS_VERSION or meta.get("encoder") != encoder_tag():
         return False
-    return meta_json.get("version") == HEADS_VERSION and meta_json.get("encoder") == encoder_tag()
+    shipped = _meta(PRETRAINED_DIR, name)
+    comparable = shipped is not None and shipped.get("version") == HEADS_VERSION and shipped.get("encoder") == meta["encoder"]
+    return not comparable or shipped.get("data_hash") == meta.get("data_hash")
