@@ -55,7 +55,7 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
     head.meta["threshold"] = 0.4
     head.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rt.json", "rt.safetensors"]
-    loaded = Head.load(tmp_path, "rt")
+    loaded = heads_mod.load_head(tmp_path, "rt")
     xt = pair_features(x, x, x)
     assert torch.equal(loaded.predict_proba(xt), head.predict_proba(xt))
     assert loaded.reads == "pair" and loaded.threshold == 0.4 and loaded.meta["version"] == HEADS_VERSION
@@ -72,7 +72,7 @@ def test_wrong_feature_width_is_rejected():
 
 def test_missing_head_is_a_clear_error(tmp_path):
     with pytest.raises(SafeLadderError, match="no trained head 'nope'"):
-        Head.load(tmp_path, "nope")
+        heads_mod.load_head(tmp_path, "nope")
 
 
 def test_binary_metrics_values():

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 GENERATION_VERSION = 1  # bump when how completions are produced changes: cached generations are redone
-JUDGE_VERSION = 6  # bump when judging or metric definitions change: cached verdicts are redone
+JUDGE_VERSION = 7  # bump when judging or metric definitions change: cached verdicts are redone
 # (2: the safety judge calls an answer that copies the reasoning an Illogical completion;
 #  3: also one that says the request back or deliberates, unless it has harmful content;
 #  4: harmful and benign benchmarks add reasoning_consistency_rate;

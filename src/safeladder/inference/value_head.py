@@ -28,7 +28,7 @@ from safeladder.errors import ConfigError
 from safeladder.inference.steps import reasoning_for_judging
 from safeladder.inference.value import ValueFunction, ValueScore, build_value
 from safeladder.verifiers.base import Verifier, VerifyItem, build_verifier
-from safeladder.verifiers.heads import Head, HeadConfig, build_features, encode_inputs, fit_head
+from safeladder.verifiers.heads import Head, HeadConfig, build_features, encode_inputs, fit_head, load_head
 
 HEAD_NAME = "step_value"
 REPORT = "step_value_report.json"
@@ -210,7 +210,7 @@ class StepValueHead:
     def __init__(self, directory: str | Path, final_value: str | ValueFunction = "safety_soft"):
         if not is_step_value_dir(directory):
             raise ConfigError(f"{directory}: no trained step value (train one with `safeladder value train`)")
-        self.head = Head.load(Path(directory), HEAD_NAME)
+        self.head = load_head(Path(directory), HEAD_NAME)
         self.final = build_value(final_value)
         self.name = f"step_value:{directory}"
 

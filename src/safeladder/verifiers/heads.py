@@ -4,6 +4,7 @@ A head maps embedding features to P(positive class). What it reads (`InputKind`)
   prompt    e(prompt)                                                           (384 values)
   response  [e(response), e(first sentence), e(tail)]                           (1152 values)
   pair      [e(prompt), e(response), e(prompt)*e(response), cos, e(opening)]    (1537 values)
+  cross     the request and the answer read together by a LoRA-tuned encoder (cross_encoder.py)
 The element-wise product lets the head see how the answer relates to the request, which is
 what "off-topic" and "complied with *this* request" depend on. The extra parts each fix a
 failure measured on the held-out split:
@@ -46,9 +47,10 @@ from safeladder.data.splits import split_of
 from safeladder.errors import SafeLadderError
 from safeladder.paths import safeladder_home
 from safeladder.cpu import torch_threads
+from safeladder.verifiers.cross_encoder import CROSS_ENCODER_TAG, CrossHead, fit_cross_head
 from safeladder.verifiers.embeddings import Embedder, Span, encode_with_store, encoder_tag
 
-InputKind = Literal["prompt", "response", "pair"]  # what a head reads (see training_data.HEAD_SETS)
+InputKind = Literal["prompt", "response", "pair", "cross"]  # what a head reads (see training_data.HEAD_SETS)
 HEADS_VERSION = 6  # bump when features, data or training change: stored heads are then rebuilt
 HEADS_SUBDIR = "verifier_heads"
 
@@ -121,7 +123,7 @@ class Encoded:
 
 
 def needed_inputs(reads: InputKind, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(prompts, answers) whose embeddings the features of `reads` use."""
+    """(prompts, answers) whose embeddings the features of `reads` use (none for a cross head)."""
     return (list(prompts) if reads in ("prompt", "pair") else [],
             list(responses) if reads in ("response", "pair") else [])
 
@@ -189,7 +191,7 @@ class Head:
 
     @property
     def reads(self) -> InputKind:
-        """"prompt", "response" or "pair": which texts the features are built from."""
+        """"prompt", "response" or "pair": which texts the features are built from ("cross" heads are `CrossHead`)."""
         return self.meta["reads"]
 
     @property
@@ -210,14 +212,18 @@ class Head:
         return directory / f"{self.name}.json"
 
     @classmethod
-    def load(cls, directory: Path, name: str) -> "Head":
-        meta_path, weights_path = directory / f"{name}.json", directory / f"{name}.safetensors"
-        if not meta_path.is_file() or not weights_path.is_file():
-            raise SafeLadderError(f"no trained head {name!r} in {directory}; build it with train_heads()")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    def load(cls, directory: Path, meta: dict[str, Any]) -> "Head":
         net = _network(int(meta["in_dim"]), int(meta["config"]["hidden"]), float(meta["config"]["dropout"]))
-        net.load_state_dict(load_file(str(weights_path)))
+        net.load_state_dict(load_file(str(directory / f"{meta['name']}.safetensors")))
         return cls(net, meta)
+
+
+def load_head(directory: Path, name: str) -> "Head | CrossHead":
+    """A stored head of either kind (its .json says which)."""
+    meta = _meta(directory, name)
+    if meta is None:
+        raise SafeLadderError(f"no trained head {name!r} in {directory}; build it with train_heads()")
+    return (CrossHead if meta.get("reads") == "cross" else Head).load(directory, meta)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -369,12 +375,18 @@ def train_heads(
         t0 = time.perf_counter()
         reads = HEAD_SETS[name][1]
         train, held_out = split_examples(sets[name])
-        fit = [e for e in train if split_of(e.group, config.val_fraction, VAL_SALT) == "train"]
-        val = [e for e in train if split_of(e.group, config.val_fraction, VAL_SALT) == "dev"]
-        head = fit_head(name, reads, _features(fit, reads, vectors), torch.tensor([e.label for e in fit]),
-                        _features(val, reads, vectors), torch.tensor([e.label for e in val]), config, seed,
-                        torch.tensor([e.weight for e in fit]), torch.tensor([e.weight for e in val]))
-        probs = head.predict_proba(_features(held_out, reads, vectors))
+        if reads == "cross":  # fine-tuned for fixed epochs on the whole training split (no early stopping)
+            fit, val = train, []
+            head: Head | CrossHead = _fit_cross_with_progress(name, train, seed)
+            probs = head.predict_pairs([e.text[0] for e in held_out], [e.text[1] for e in held_out])
+        else:
+            fit = [e for e in train if split_of(e.group, config.val_fraction, VAL_SALT) == "train"]
+            val = [e for e in train if split_of(e.group, config.val_fraction, VAL_SALT) == "dev"]
+            head = fit_head(name, reads, _features(fit, reads, vectors), torch.tensor([e.label for e in fit]),
+                            _features(val, reads, vectors), torch.tensor([e.label for e in val]), config, seed,
+                            torch.tensor([e.weight for e in fit]), torch.tensor([e.weight for e in val]))
+            head.meta["encoder"] = embedder.tag
+            probs = head.predict_proba(_features(held_out, reads, vectors))
         metrics = binary_metrics([e.label for e in held_out], probs, head.threshold)
         human = [i for i, e in enumerate(held_out) if e.human]
         if human:
@@ -384,14 +396,24 @@ def train_heads(
             for src in sorted({e.source for e in held_out})
             for idx in [[i for i, e in enumerate(held_out) if e.source == src]]
         }
-        head.meta.update({"metrics": metrics, "data_hash": data_hash(sets[name]), "counts": counts(sets[name]),
-                          "encoder": embedder.tag})
+        head.meta.update({"metrics": metrics, "data_hash": data_hash(sets[name]), "counts": counts(sets[name])})
         head.save(out_dir)
         report[name] = {**{k: v for k, v in metrics.items() if k != "by_source"},
                         "by_source": metrics["by_source"], "n_train": len(fit), "n_val": len(val),
                         "seconds": round(time.perf_counter() - t0, 2),
                         "embedding": {"texts": n_texts, "seconds": round(embed_seconds, 1)}}
     return report
+
+
+def _fit_cross_with_progress(name: str, train: Sequence[Any], seed: int) -> CrossHead:
+    """`fit_cross_head` on a set's training rows, with a progress bar (minutes, not seconds)."""
+    from safeladder.train.progress import progress_bar
+
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task(f"cross-encoder {name}", total=None, info="")
+        return fit_cross_head(name, [e.text for e in train], [e.label for e in train], [e.weight for e in train],
+                              seed=seed, on_step=lambda step, total, loss: bar.update(
+                                  task, completed=step, total=total, info=f"loss {loss:.3f}"))
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained_heads"  # heads shipped with the package
@@ -410,7 +432,7 @@ def ensure_heads(names: Sequence[str], directory: Path | None = None) -> dict[st
     stale = [n for n in stale if not install_pretrained(n, directory)]
     if stale:
         train_heads(directory, stale)
-    return {n: Head.load(directory, n) for n in names}
+    return {n: load_head(directory, n) for n in names}
 
 
 def pretrained_matches(name: str, source: Path = PRETRAINED_DIR) -> bool:
@@ -454,7 +476,8 @@ def _is_current(directory: Path, name: str) -> bool:
     current by a test, so a data hash that differs from theirs marks a cached head trained on older
     data: one head's data can change without a global version bump."""
     meta = _meta(directory, name)
-    if meta is None or meta.get("version") != HEADS_VERSION or meta.get("encoder") != encoder_tag():
+    expected_encoder = CROSS_ENCODER_TAG if meta and meta.get("reads") == "cross" else encoder_tag()
+    if meta is None or meta.get("version") != HEADS_VERSION or meta.get("encoder") != expected_encoder:
         return False
     shipped = _meta(PRETRAINED_DIR, name)
     comparable = shipped is not None and shipped.get("version") == HEADS_VERSION and shipped.get("encoder") == meta["encoder"]

@@ -525,6 +525,7 @@ HEAD_SETS: dict[str, tuple[Callable[[], list[Example]], InputKind]] = {
     "prompt_harmful": (prompt_harmful_set, "prompt"),
     "response_refusal": (response_refusal_set, "pair"),
     "response_harmful": (response_harmful_set, "pair"),
+    "response_harmful_cross": (response_harmful_set, "cross"),  # the same set, read by a cross-encoder
     "has_warning": (has_warning_set, "response"),
     "value": (value_set, "pair"),
     "helpfulness": (helpfulness_set, "pair"),
