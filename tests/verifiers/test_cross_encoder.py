@@ -56,14 +56,17 @@ def test_fitting_learns_a_pair_task_and_changes_only_the_adapters(tiny):
     assert head.meta["encoder"] == CROSS_ENCODER_TAG and head.meta["reads"] == "cross"
 
 
-def test_round_trip_through_load_head_gives_the_same_probabilities(tiny, tmp_path):
+def test_round_trip_through_load_head_gives_the_same_probabilities_with_merged_adapters(tiny, tmp_path):
     head = fit_cross_head("toy", PAIRS, LABELS, config=CrossConfig(rank=4, alpha=8, epochs=1, batch_size=8, max_length=64))
     head.save(tmp_path)
     loaded = heads_mod.load_head(tmp_path, "toy")
-    assert isinstance(loaded, CrossHead)
+    assert isinstance(loaded, CrossHead) and loaded.merged and not head.merged
+    assert not any("lora_" in k for k, _ in loaded.encoder.named_parameters())  # folded into the weights
     prompts, answers = [a for a, _ in PAIRS], [b for _, b in PAIRS]
     assert torch.allclose(loaded.predict_pairs(prompts, answers), head.predict_pairs(prompts, answers), atol=1e-6)
     assert json.loads((tmp_path / "toy.json").read_text())["config"]["rank"] == 4
+    with pytest.raises(ValueError, match="save it after fitting"):
+        loaded.save(tmp_path / "again")
 
 
 def test_a_pair_scores_the_same_alone_and_in_a_batch(tiny):
@@ -89,3 +92,6 @@ def test_the_cross_encoder_only_vetoes_harm_on_refusals():
     assert harmful_content(refusal, p_embedding=0.9, p_cross=0.1) == pytest.approx(0.1)
     assert harmful_content(refusal, p_embedding=0.2, p_cross=0.9) == pytest.approx(0.2)  # never raises it
     assert harmful_content(compliance, p_embedding=0.9, p_cross=0.1) == pytest.approx(0.9)
+    assert harmful_content(compliance, p_embedding=0.9, p_cross=None) == pytest.approx(0.9)  # not read
+    with pytest.raises(ValueError):
+        harmful_content(refusal, p_embedding=0.9, p_cross=None)

@@ -203,8 +203,8 @@ def test_on_a_refusal_harmful_content_needs_the_cross_encoder_to_agree(stub):
     verdicts = build_verifier("safety")(items)
     assert [v.label for v in verdicts] == ["Safe with refusal", "Unsafe", "Unsafe"]
     assert [v.details["p_harmful_embedding"] > 0.99 for v in verdicts] == [True, True, True]
-    assert [v.details["p_harmful_cross"] for v in verdicts] == [0.0, 1.0, 0.0]
-    assert STUB_HEADS["response_harmful_cross"].calls[-1] == 3  # one call for the batch
+    assert [v.details["p_harmful_cross"] for v in verdicts] == [0.0, 1.0, None]
+    assert STUB_HEADS["response_harmful_cross"].calls[-1] == 2  # one call, for the two refusals only
 
 
 def test_the_reasoning_is_not_judged(stub):

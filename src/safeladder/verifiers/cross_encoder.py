@@ -59,7 +59,7 @@ class CrossHead:
 
     reads = "cross"
 
-    def __init__(self, meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None):
+    def __init__(self, meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None, merge: bool = False):
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
         from transformers import AutoModel, AutoTokenizer
 
@@ -78,6 +78,9 @@ class CrossHead:
                                                      if k.startswith(LORA_PREFIX)})
             self.classifier.load_state_dict({k[len(CLASSIFIER_PREFIX):]: v for k, v in state.items()
                                              if k.startswith(CLASSIFIER_PREFIX)})
+        if merge:  # for inference: W + BA folded into W, so the adapters cost nothing per call
+            self.encoder = self.encoder.merge_and_unload()
+        self.merged = merge
         self.eval()
 
     @property
@@ -118,6 +121,8 @@ class CrossHead:
 
         from peft import get_peft_model_state_dict
 
+        if self.merged:
+            raise ValueError(f"cross head {self.name!r} was loaded for inference (adapters merged); save it after fitting")
         directory.mkdir(parents=True, exist_ok=True)
         state = {f"{LORA_PREFIX}{k}": v for k, v in get_peft_model_state_dict(self.encoder).items()}
         state |= {f"{CLASSIFIER_PREFIX}{k}": v for k, v in self.classifier.state_dict().items()}
@@ -127,7 +132,8 @@ class CrossHead:
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> "CrossHead":
-        return cls(meta, load_file(str(directory / f"{meta['name']}.safetensors")))
+        """For inference: the adapters are merged into the encoder."""
+        return cls(meta, load_file(str(directory / f"{meta['name']}.safetensors")), merge=True)
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
