@@ -210,7 +210,7 @@ def verifier_serve(
 
 @app.command()
 def setup(
-    heads: bool = typer.Option(True, help="Also install the CPU verifier heads (shipped; retrained only if stale, ~4 min on 2 cores)."),
+    heads: bool = typer.Option(True, help="Also install the CPU verifier heads (shipped; retrained only if stale: ~4 min on 2 cores, ~15 more for the cross-encoder)."),
 ) -> None:
     """Prepare the cache: convert the embedded model and build missing verifier heads."""
     from safeladder.models.builtin import BUILTIN_MODELS, ensure_converted
