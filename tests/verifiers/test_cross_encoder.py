@@ -95,3 +95,16 @@ def test_the_cross_encoder_only_vetoes_harm_on_refusals():
     assert harmful_content(compliance, p_embedding=0.9, p_cross=None) == pytest.approx(0.9)  # not read
     with pytest.raises(ValueError):
         harmful_content(refusal, p_embedding=0.9, p_cross=None)
+
+
+def test_stored_adapters_that_do_not_fit_are_a_clear_error(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from safeladder.errors import SafeLadderError
+
+    head = fit_cross_head("toy", PAIRS, LABELS, config=CrossConfig(rank=4, alpha=8, epochs=1, batch_size=8, max_length=64))
+    head.save(tmp_path)
+    state = load_file(str(tmp_path / "toy.safetensors"))
+    save_file({k: v for k, v in state.items() if "layer.0." not in k}, str(tmp_path / "toy.safetensors"))
+    with pytest.raises(SafeLadderError, match="do not fit"):
+        heads_mod.load_head(tmp_path, "toy")

@@ -15,7 +15,9 @@ packaged checkpoint, so the stored head is ~1.4 MB.
 
 from __future__ import annotations
 
+import json
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safeladder.cpu import available_cores, torch_threads
+from safeladder.errors import SafeLadderError
 
 CROSS_ENCODER_TAG = "all-MiniLM-L6-v2+lora/fp32"  # recorded with the head; a change rebuilds it
 LORA_PREFIX, CLASSIFIER_PREFIX = "lora.", "classifier."
@@ -74,13 +77,18 @@ class CrossHead:
         self.classifier = nn.Linear(int(self.encoder.config.hidden_size), 1)
         self.config = config
         if state is not None:
-            set_peft_model_state_dict(self.encoder, {k[len(LORA_PREFIX):]: v for k, v in state.items()
-                                                     if k.startswith(LORA_PREFIX)})
+            loaded = set_peft_model_state_dict(self.encoder, {k[len(LORA_PREFIX):]: v for k, v in state.items()
+                                                              if k.startswith(LORA_PREFIX)})
+            missing = [k for k in loaded.missing_keys if "lora_" in k]
+            if missing or loaded.unexpected_keys:
+                raise SafeLadderError(f"cross head {meta['name']!r}: stored adapters do not fit the encoder "
+                                      f"(missing {missing[:3]}, unexpected {list(loaded.unexpected_keys)[:3]})")
             self.classifier.load_state_dict({k[len(CLASSIFIER_PREFIX):]: v for k, v in state.items()
                                              if k.startswith(CLASSIFIER_PREFIX)})
         if merge:  # for inference: W + BA folded into W, so the adapters cost nothing per call
             self.encoder = self.encoder.merge_and_unload()
         self.merged = merge
+        self._lock = threading.Lock()  # service threads share a verifier; a fast tokenizer is not re-entrant
         self.eval()
 
     @property
@@ -110,15 +118,13 @@ class CrossHead:
         """(N,) P(positive), in batches of similar length (little padding)."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(answers[i]))
         out = torch.zeros(len(prompts))
-        with torch_threads(available_cores()):
+        with self._lock, torch_threads(available_cores()):
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 out[idx] = torch.sigmoid(self.logits([prompts[i] for i in idx], [answers[i] for i in idx]))
         return out
 
     def save(self, directory: Path) -> Path:
-        import json
-
         from peft import get_peft_model_state_dict
 
         if self.merged:
