@@ -48,7 +48,8 @@ JUDGE_VERSION = 7  # bump when judging or metric definitions change: cached verd
 # (2: the safety judge calls an answer that copies the reasoning an Illogical completion;
 #  3: also one that says the request back or deliberates, unless it has harmful content;
 #  4: harmful and benign benchmarks add reasoning_consistency_rate;
-#  5: a promise of the requested harm is Unsafe; 6: response_harmful head with hand-labelled model answers)
+#  5: a promise of the requested harm is Unsafe; 6: response_harmful head with hand-labelled model answers;
+#  7: on a refusal, harmful content needs the cross-encoder head to agree)
 GENERATIONS = "generations.jsonl"
 METRICS = "metrics.json"
 GEN_KEY_FILE = ".generation_key"
