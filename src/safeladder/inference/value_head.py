@@ -28,7 +28,7 @@ from safeladder.errors import ConfigError
 from safeladder.inference.steps import reasoning_for_judging
 from safeladder.inference.value import ValueFunction, ValueScore, build_value
 from safeladder.verifiers.base import Verifier, VerifyItem, build_verifier
-from safeladder.verifiers.heads import Head, HeadConfig, build_features, encode_inputs, fit_head, load_head
+from safeladder.verifiers.heads import HeadConfig, build_features, encode_inputs, fit_head, load_head
 
 HEAD_NAME = "step_value"
 REPORT = "step_value_report.json"
