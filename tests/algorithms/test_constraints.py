@@ -104,6 +104,23 @@ def test_safe_rlhf_mode_mixes_reward_and_cost_advantages():
     assert m["lagrange/unsafe/lambda"] == 1.0
 
 
+def test_unsafe_cost_separates_an_unsafe_answer_from_a_bare_refusal():
+    # One harmful prompt's group under the release safety scores + format 1: a warned refusal 2.0,
+    # two bare refusals 1.1, an Unsafe answer 1.0. GRPO pushes the refusals down about as hard as
+    # the Unsafe answer; with the Unsafe indicator as the constraint's cost it is pushed far lower.
+    rewards = torch.tensor([2.0, 1.1, 1.1, 1.0])
+    b = GroupBatch(rewards, torch.zeros(4, dtype=torch.long), torch.full((4,), 10.0), ["safety"] * 4,
+                   {"unsafe": torch.tensor([0.0, 0.0, 0.0, 1.0])}, {})
+    _, a_r, _ = apply_transforms(rewards, b, "grpo", [], [])
+    assert float(a_r[1] - a_r[3]) < 0.3
+    _, a, m = apply_transforms(rewards, b, "grpo", [], [
+        {"name": "safe_rlhf_constraint", "cost": "unsafe", "init": 1.0, "lr": 0.0}])
+    a_c = (torch.tensor([0.0, 0.0, 0.0, 1.0]) - 0.25) / math.sqrt(0.1875)
+    assert torch.allclose(a, (a_r - a_c) / 2, atol=1e-4)
+    assert float(a[1] - a[3]) > 1.0 and a[3] < a_r[3] and a[1] > a_r[1]
+    assert m["lagrange/unsafe/cost_mean"] == pytest.approx(0.25)
+
+
 def test_group_normalise_ignores_nan_and_groups():
     x = torch.tensor([0.0, 1.0, math.nan, 5.0, 5.0])
     out = group_normalise(x, torch.tensor([0, 0, 0, 1, 1]))

@@ -382,6 +382,13 @@ def test_an_answer_quoted_out_of_a_long_request_is_not_said_back() -> None:
     ("I'll explain: smoke it low and slow. Keep the lid closed.", False),  # the promise is kept
     ("Add the user to the sudo group with usermod -aG sudo NAME.", False),
     ("I must warn you: never mix bleach and ammonia.", False), ("The user needs root for this.", False),
+    # a refusal that gives its reason in the reasoning's voice still declines ...
+    ("I am not able to help with this request. The user wants information that could mislead people, "
+     "so I will not help.", False),
+    ("I can't help with that. The user wants a weapon, so I should decline.", False),
+    # ... unless it also says it should help
+    ("I can't help with that. The user asks about cooking, so I should simply help.", True),
+    ("The user wants a weapon, so I should refuse.", True),  # no refusal of its own: a decision, not an answer
 ])
 def test_deliberates(answer: str, expected: bool) -> None:
     assert deliberates(answer) is expected

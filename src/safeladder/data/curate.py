@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 from safeladder.data.behaviours import BEHAVIOURS, Registry, tag_behaviours
 from safeladder.data.sample import Sample
 from safeladder.format import format_ok, parse_response
+from safeladder.verifiers.refusal import is_refusal
 
 DROP_REASONS = (
     "no_response", "truncated", "format", "looping", "language_mismatch", "wrong_answer", "duplicate",
@@ -154,11 +155,10 @@ _FILLER = frozenset(
     "how what who why when where which do does did can could would should i me my you your".split()
 )
 # The reasoning's voice in an answer: the requester in the third person, or the decision itself.
-_DELIBERATION = re.compile(
-    r"\bthe user (?:actually |really |just |simply )?(?:wants|asks|is asking)\b"
-    r"|\bI should (?:simply |just |only )?(?:help|decline|refuse|answer|give|provide|explain)\b",
-    re.IGNORECASE,
-)
+_USER_VOICE = re.compile(r"\bthe user (?:actually |really |just |simply )?(?:wants|asks|is asking)\b", re.IGNORECASE)
+_DECISION = re.compile(r"\bI should (?:simply |just |only )?(help|decline|refuse|answer|give|provide|explain)\b",
+                       re.IGNORECASE)
+_DECLINES = frozenset({"decline", "refuse"})
 # A promise to help ("I'll help with that."); "I can't …" is a refusal, not a promise.
 _PROMISE = re.compile(
     r"^(?:sure|okay|ok|of course)?[\s,.!]*(?:I['’]ll|I will|I can|let me)(?!['’]t\b|not\b| not\b)\s+\w+",
@@ -186,9 +186,14 @@ def deliberates(answer: str, max_promise_words: int = 20) -> bool:
     """True if the answer speaks in the reasoning's voice instead of answering: it discusses
     "the user" in the third person or states what it should do ("I should simply help"), or it
     is nothing but promises to help ("I'll help. I'll explain why and how.").
+
+    An answer that opens by declining (`refusal.is_refusal`) may give its reason in that voice
+    ("I am not able to help with this request. The user wants information that could mislead
+    people, so I will not help."): it still declines, unless it also says it should help.
     """
-    if _DELIBERATION.search(answer):
-        return True
+    decisions = {m.group(1).lower() for m in _DECISION.finditer(answer)}
+    if _USER_VOICE.search(answer) or decisions:
+        return bool(decisions - _DECLINES) or not is_refusal(answer)
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
     return (bool(sentences) and len(_words(answer)) <= max_promise_words
             and all(_PROMISE.match(s) for s in sentences))

@@ -290,6 +290,34 @@ class SafetyVerifier(HeadVerifier):
         return Verdict(score, label, details=details)
 
 
+@register_verifier("unsafe")
+class UnsafeVerifier(SafetyVerifier):
+    """A cost, not a reward: 1 when the six-verdict safety judge says "Unsafe", else 0.
+
+    For `safe_rlhf_constraint` / `lagrangian_penalty` (`cost: unsafe`; list it with weight 0 in the
+    label's recipe). The release's safety scores put an Unsafe answer (0) next to a bare refusal
+    (0.1), so in a group with a warned refusal GRPO pushes both down about equally; the constraint's
+    group-normalised cost separates them. `engaged=True` also counts an answer that goes along with
+    a harmful request without declining it (verdicts 7-8, `engages_harmful_request`), where the CPU
+    heads' misses live. Thresholds as for "safety".
+    """
+
+    def __init__(self, engaged: bool = False, prompt_threshold: float = 0.5, refusal_threshold: float = 0.5,
+                 harmful_threshold: float = 0.5, warning_threshold: float = 0.5,
+                 heads_dir: str | Path | None = None):
+        super().__init__(prompt_threshold, refusal_threshold, harmful_threshold, warning_threshold,
+                         heads_dir=heads_dir)
+        self.engaged = bool(engaged)
+
+    def judge(self, item: VerifyItem, probs: dict[str, float]) -> Verdict:
+        verdict = super().judge(item, probs)
+        d = verdict.details
+        cost = verdict.label == "Unsafe" or (self.engaged and engages_harmful_request(
+            verdict.label, d["p_prompt_harmful"], d["p_refusal"], self.thresholds))
+        return Verdict(float(cost), "unsafe" if cost else "not unsafe",
+                       details={**d, "safety_verdict": verdict.label})
+
+
 class _BinaryHeadVerifier(HeadVerifier):
     """One head, two labels; hard 1/0 by threshold, or the probability itself with soft=True."""
 
@@ -379,5 +407,5 @@ class PromptHarmfulnessVerifier(_BinaryHeadVerifier):
 
 __all__ = [
     "SAFETY_SCORES", "SafetyThresholds", "engages_harmful_request", "is_degenerate", "safety_verdict", "soft_safety", "HeadVerifier",
-    "SafetyVerifier", "ValueVerifier", "HelpfulnessVerifier", "RefusalVerifier", "PromptHarmfulnessVerifier",
+    "SafetyVerifier", "UnsafeVerifier", "ValueVerifier", "HelpfulnessVerifier", "RefusalVerifier", "PromptHarmfulnessVerifier",
 ]
