@@ -11,7 +11,7 @@ SFT = ("demo_sft", "search_sft")
 RL = ("rl_cpu", "search_rl")
 LADDERS = ("ladder_demo", "ladder_quick")
 SUITES = ("eval_default", "eval_demo", "eval_quick")
-RECIPES = ("recipes_release", "recipes_search")
+RECIPES = ("recipes_release", "recipes_search", "recipes_guarded")
 
 
 @pytest.mark.parametrize("name", SFT)
