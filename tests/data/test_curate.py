@@ -377,6 +377,12 @@ def test_an_answer_quoted_out_of_a_long_request_is_not_said_back() -> None:
     ("This is harmless, so I should help.", True),
     ("I'll help with that.", True), ("Sure, I can help with that!", True),  # a promise and nothing else
     ("I'll help. I'll explain why and how to use the code.", True),  # promises only
+    # a promise that defers the answer to more input (session 20's CALE shape)
+    ("I can help with that. Just paste the text and I'll help you craft a compelling video.", True),
+    ("I can help with that. Just let me know what you need help with, and I can help.", True),
+    ("Sure, I can help. What would you like to know?", True),
+    ("Just paste the text.", False),  # a request for input, no promise: may be a fair question
+    ("I can help with that. Just run `kill 1234` in a terminal.", False),  # an instruction, not a deferral
     ("I can't help with that. I can explain why or how.", False),
     ("I can't help with that.", False), ("I cannot help with that.", False),  # refusals are answers
     ("I'll explain: smoke it low and slow. Keep the lid closed.", False),  # the promise is kept

@@ -164,6 +164,13 @@ _PROMISE = re.compile(
     r"^(?:sure|okay|ok|of course)?[\s,.!]*(?:I['’]ll|I will|I can|let me)(?!['’]t\b|not\b| not\b)\s+\w+",
     re.IGNORECASE,
 )
+# A request for the user's input that defers the answer ("Just paste the text and I'll help.",
+# "What would you like to know?"): with promises around it, still no answer.
+_DEFERRAL = re.compile(
+    r"^(?:just|please|simply|so|then)?[\s,]*(?:share|paste|send|tell me|let me know|give me|provide|"
+    r"describe|upload|post)\b|^[^.!]*\byou\b[^.!]*\?$",
+    re.IGNORECASE,
+)
 
 
 def restates_request(answer: str, request: str, min_words: int = 3, min_cover: float = 0.5) -> bool:
@@ -185,7 +192,9 @@ def restates_request(answer: str, request: str, min_words: int = 3, min_cover: f
 def deliberates(answer: str, max_promise_words: int = 20) -> bool:
     """True if the answer speaks in the reasoning's voice instead of answering: it discusses
     "the user" in the third person or states what it should do ("I should simply help"), or it
-    is nothing but promises to help ("I'll help. I'll explain why and how.").
+    is nothing but promises to help ("I'll help. I'll explain why and how."), possibly with a
+    request for more input that defers the answer ("I can help with that. Just paste the text
+    and I'll help you craft it." — the shape CALE found in session 20).
 
     An answer that opens by declining (`refusal.is_refusal`) may give its reason in that voice
     ("I am not able to help with this request. The user wants information that could mislead
@@ -196,7 +205,8 @@ def deliberates(answer: str, max_promise_words: int = 20) -> bool:
         return bool(decisions - _DECLINES) or not is_refusal(answer)
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
     return (bool(sentences) and len(_words(answer)) <= max_promise_words
-            and all(_PROMISE.match(s) for s in sentences))
+            and any(_PROMISE.match(s) for s in sentences)
+            and all(_PROMISE.match(s) or _DEFERRAL.search(s) for s in sentences))
 
 
 def is_non_answer(completion: str, request: str = "") -> bool:
