@@ -59,7 +59,9 @@ def _config(root: Path, name: str, **over) -> RLConfig:
         "curriculum": [{"name": "one", "steps": 2, "mixture": {"numbers": 1.0}, "recipe": "short"}],
         "rollout": {"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 8, "temperature": 1.0},
         "algorithm": {"kl_coef": 0.0, "micro_batch_size": 16},
-        "optim": {"lr": 3e-2, "warmup_ratio": 0.0}, "tensorboard": False, "seed": 3, **over,
+        "optim": {"lr": 3e-2, "warmup_ratio": 0.0}, "tensorboard": False, "seed": 3,
+        # fp32 everywhere: the Ray actors are other processes, which conftest's pin of "auto" does not reach
+        "precision": "fp32", **over,
     }
     return RLConfig.model_validate(raw)
 
@@ -112,7 +114,7 @@ def test_sync_weights_changes_what_the_actors_sample(runs):
     _, _, on_ray, _ = runs
     engine, model, tok = on_ray.engine, on_ray.model, on_ray.tokenizer
     prompts = [tok.encode(t, add_special_tokens=False) for t in ["What is 47 + 38?", "0 1 2", "Say a number 5"]]
-    settings = SamplingSettings(max_new_tokens=8, temperature=1.0, n=2, seed=5)
+    settings = SamplingSettings(max_new_tokens=8, temperature=1.0, n=2, seed=5, precision="fp32")
     ids = lambda out: [[c.token_ids for c in group] for group in out]  # noqa: E731
     before = ids(engine.sample(prompts, settings))
     assert before == ids(TransformersEngine(model, tok).sample(prompts, settings))
