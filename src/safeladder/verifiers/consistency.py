@@ -27,8 +27,8 @@ from __future__ import annotations
 import re
 from typing import Literal, Sequence
 
-from safeladder.format import parse_response
 from safeladder.errors import ConfigError
+from safeladder.format import parse_response
 from safeladder.verifiers.base import Verdict, Verifier, VerifyItem, register_verifier
 from safeladder.verifiers.refusal import is_refusal, normalise
 
@@ -131,7 +131,5 @@ class ReasoningDecidesVerifier(Verifier):
     def _one(self, item: VerifyItem) -> Verdict:
         think = parse_response(item.response).think
         decision = reasoning_decision(think) if think else None
-        if decision is None:
-            return Verdict(SCORES["undecided"], "undecided", details={"decision": None, "expect": self.expect})
-        label = "consistent" if decision == self.expect else "contradicts"
+        label = consistency_label(decision, self.expect)
         return Verdict(SCORES[label], label, details={"decision": decision, "expect": self.expect})
