@@ -10,7 +10,7 @@ from safeladder.configs import preset_path
 SFT = ("demo_sft", "search_sft")
 RL = ("rl_cpu", "search_rl")
 LADDERS = ("ladder_demo", "ladder_quick")
-SUITES = ("eval_default", "eval_demo", "eval_quick")
+SUITES = ("eval_default", "eval_demo", "eval_dev", "eval_quick")
 RECIPES = ("recipes_release", "recipes_search", "recipes_guarded")
 
 
