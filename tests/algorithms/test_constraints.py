@@ -104,6 +104,24 @@ def test_safe_rlhf_mode_mixes_reward_and_cost_advantages():
     assert m["lagrange/unsafe/lambda"] == 1.0
 
 
+def test_scope_applicable_leaves_samples_without_a_cost_alone():
+    # Two groups: a harmful prompt (cost defined) and a math prompt (cost NaN: not routed there).
+    state = {"lagrange/unsafe": {"lambda": 3.0, "updates": 0, "last_step": None}}
+    b = GroupBatch(torch.tensor([2.0, 1.0, 2.0, 1.0]), torch.tensor([0, 0, 1, 1]), torch.full((4,), 10.0),
+                   ["safety", "safety", "math", "math"],
+                   {"unsafe": torch.tensor([0.0, 1.0, math.nan, math.nan])}, state)
+    a_r = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    everywhere, _ = safe_rlhf_constraint(a_r, b, cost="unsafe", lr=0.0)
+    scoped, _ = safe_rlhf_constraint(a_r, b, cost="unsafe", lr=0.0, scope="applicable")
+    # harmful group: (A_r − 3·A_c) / 4 with A_c = (−1, 1) either way
+    assert scoped[:2].tolist() == pytest.approx([1.0, -1.0], abs=1e-4) and everywhere[:2].tolist() == pytest.approx([1.0, -1.0], abs=1e-4)
+    # math group: divided by 1 + λ = 4 under "all", untouched under "applicable"
+    assert everywhere[2:].tolist() == pytest.approx([0.25, -0.25])
+    assert scoped[2:].tolist() == pytest.approx([1.0, -1.0])
+    with pytest.raises(ConfigError, match="scope"):
+        safe_rlhf_constraint(a_r, b, cost="unsafe", scope="some")
+
+
 def test_unsafe_cost_separates_an_unsafe_answer_from_a_bare_refusal():
     # One harmful prompt's group under the release safety scores + format 1: a warned refusal 2.0,
     # two bare refusals 1.1, an Unsafe answer 1.0. GRPO pushes the refusals down about as hard as

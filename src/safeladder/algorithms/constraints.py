@@ -104,14 +104,26 @@ def group_normalise(values: torch.Tensor, group: torch.Tensor, eps: float = 1e-6
 @ADVANTAGE_TRANSFORMS.register("safe_rlhf_constraint")
 def safe_rlhf_constraint(
     adv: torch.Tensor, batch: GroupBatch, *, cost: str, name: str | None = None, lr: float = 0.05,
-    target: float = 0.05, init: float = 0.0, max_lambda: float | None = None, eps: float = 1e-6,
+    target: float = 0.05, init: float = 0.0, max_lambda: float | None = None, scope: str = "all",
+    eps: float = 1e-6,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """A = (A_r − λ·A_c) / (1 + λ) with A_c the group-normalised cost; then the dual step."""
+    """A = (A_r − λ·A_c) / (1 + λ) with A_c the group-normalised cost; then the dual step.
+
+    `scope: all` (safe-RLHF, where every sample has a cost) rescales every sample. `scope:
+    applicable` leaves the samples whose cost is NaN (a verifier routed to other labels) at A_r:
+    with a cost that only some labels carry, `all` divides the other labels' advantages by 1 + λ
+    too, so a rising λ on harmful prompts silently weakens what math and benign prompts learn
+    (and shrinks any length term added before it).
+    """
+    if scope not in ("all", "applicable"):
+        raise ConfigError(f"safe_rlhf_constraint: scope must be 'all' or 'applicable' (got {scope!r})")
     c = cost_of(batch, cost, "safe_rlhf_constraint")
     lam, metrics = dual_step(batch.state, name or cost, _nanmean(c), lr=lr, target=target, init=init,
                              max_lambda=max_lambda)
     a_c = group_normalise(c, batch.group, eps)
     out = (adv.float() - lam * a_c) / (1.0 + lam)
+    if scope == "applicable":
+        out = torch.where(torch.isnan(c), adv.float(), out)
     return out.to(adv.dtype), metrics
 
 
