@@ -197,6 +197,16 @@ def test_missing_verdict_is_an_error_naming_sample_label_and_verifier(fakes):
         rc.compute([item("A", a=1.0), item("A", a="parse_error")])
 
 
+def test_missing_verdict_of_a_weight_zero_component_is_recorded_not_an_error(fakes):
+    # A cost computed at weight 0 (e.g. the refusal verifier on an empty answer) must not stop a run.
+    rc = RewardComputer(config(recipes={"AB": [{"verifier": "test_rc_a"}, {"verifier": "test_rc_b", "weight": 0.0}]}))
+    res = rc.compute([item("AB", a=0.5, b=1.0), item("AB", a=0.5)])
+    assert res.rewards == pytest.approx([1.5, 1.5])
+    assert res.components["test_rc_b"] == [1.0, None] and res.skipped == [(1, "test_rc_b", "not_applicable")]
+    with pytest.raises(RewardError, match="test_rc_a"):  # a weighted component still is
+        rc.compute([item("AB", b=1.0)])
+
+
 def test_missing_verdict_under_skip_is_dropped_and_recorded(fakes):
     rc = RewardComputer(config(on_missing="skip"))
     res = rc.compute([item("AB", a=0.5, b=0.5), item("AB", a=0.5, b="error"), item("AB", b=1.0)])

@@ -396,7 +396,8 @@ class RewardComputer:
             scores: list[float | None] = []
             for i, v in enumerate(per_item):
                 if v is not None and v.status != "ok":
-                    self._missing(items[i], i, name, v)
+                    if weights[i].get(name, 0.0) != 0.0:  # weight 0 (a logged cost): NaN, never an error
+                        self._missing(items[i], i, name, v)
                     skipped.append((i, name, v.status))
                 scores.append(v.score if v is not None and v.status == "ok" else None)
             components[name] = scores
@@ -409,6 +410,9 @@ class RewardComputer:
         return components, skipped
 
     def _missing(self, item: VerifyItem, index: int, name: str, verdict: Verdict) -> None:
+        """`on_missing: error` stops on a verifier that could not score a sample it adds to the
+        reward. Components at weight 0 (costs for a constraint, instruments) are exempt: their
+        missing score is NaN, which the constraints already read as "does not apply"."""
         if self.config.on_missing == "error":
             reason = verdict.details.get("reason", "")
             raise RewardError(
