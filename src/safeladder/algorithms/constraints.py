@@ -110,10 +110,11 @@ def safe_rlhf_constraint(
     """A = (A_r − λ·A_c) / (1 + λ) with A_c the group-normalised cost; then the dual step.
 
     `scope: all` (safe-RLHF, where every sample has a cost) rescales every sample. `scope:
-    applicable` leaves the samples whose cost is NaN (a verifier routed to other labels) at A_r:
-    with a cost that only some labels carry, `all` divides the other labels' advantages by 1 + λ
-    too, so a rising λ on harmful prompts silently weakens what math and benign prompts learn
-    (and shrinks any length term added before it).
+    applicable` leaves the samples whose cost is NaN (a verifier routed to other labels) at A_r.
+    With a cost that only some labels carry, `all` divides the other labels' advantages by 1 + λ
+    too: with a scale-free optimiser (Adam) that weights them 1/(1 + λ) against the labels that
+    carry the cost, and it shrinks any length term added before it. Which is better is an
+    empirical question (benchmarks/RESULTS.md, session 21: `all` was safer for M³-RL).
     """
     if scope not in ("all", "applicable"):
         raise ConfigError(f"safe_rlhf_constraint: scope must be 'all' or 'applicable' (got {scope!r})")
