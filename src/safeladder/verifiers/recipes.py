@@ -396,8 +396,7 @@ class RewardComputer:
             scores: list[float | None] = []
             for i, v in enumerate(per_item):
                 if v is not None and v.status != "ok":
-                    if weights[i].get(name, 0.0) != 0.0:  # weight 0 (a logged cost): NaN, never an error
-                        self._missing(items[i], i, name, v)
+                    self._missing(items[i], i, name, v, weights[i].get(name, 0.0))
                     skipped.append((i, name, v.status))
                 scores.append(v.score if v is not None and v.status == "ok" else None)
             components[name] = scores
@@ -409,11 +408,11 @@ class RewardComputer:
             )
         return components, skipped
 
-    def _missing(self, item: VerifyItem, index: int, name: str, verdict: Verdict) -> None:
+    def _missing(self, item: VerifyItem, index: int, name: str, verdict: Verdict, weight: float) -> None:
         """`on_missing: error` stops on a verifier that could not score a sample it adds to the
         reward. Components at weight 0 (costs for a constraint, instruments) are exempt: their
         missing score is NaN, which the constraints already read as "does not apply"."""
-        if self.config.on_missing == "error":
+        if self.config.on_missing == "error" and weight != 0.0:
             reason = verdict.details.get("reason", "")
             raise RewardError(
                 f"sample {sample_id(item, index)}: label {item.label!r}: verifier {name!r} returned "
